@@ -1,0 +1,113 @@
+"""Areas: the unit that is forecast (``area_id``), chosen in config.
+
+``county``: the 5-digit county FIPS, with the county's public customer count as customers served.
+``cell``: a square latitude/longitude cell of ``cell_size_deg``; customers served are the
+county counts shared out over the county's cells in proportion to where its outages happened.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from configs.settings import AreaSettings, CustomerSettings
+from features import columns as C
+from features.contracts import ContractError
+
+
+def read_counties(path: Path) -> pd.DataFrame:
+    """County names and centroids (degrees) from the GeoJSON of US counties (Latin-1)."""
+    if not path.is_file():
+        raise ContractError(f"input file not found: {path}")
+    doc = json.loads(path.read_text(encoding="latin-1"))
+    rows = []
+    for feat in doc["features"]:
+        props = feat["properties"]
+        ring = np.asarray(_outer_ring(feat["geometry"]), dtype="float64")
+        rows.append(
+            {
+                C.EV_COUNTY: props["STATE"] + props["COUNTY"],
+                C.AREA_NAME: f"{props['NAME']} {props.get('LSAD', '')}".strip(),
+                C.AREA_LAT: float(ring[:, 1].mean()),
+                C.AREA_LON: float(ring[:, 0].mean()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _outer_ring(geometry: dict) -> list:
+    if geometry["type"] == "Polygon":
+        return geometry["coordinates"][0]
+    # MultiPolygon: the largest outer ring stands for the county
+    return max((poly[0] for poly in geometry["coordinates"]), key=len)
+
+
+def cell_id(lat: pd.Series, lon: pd.Series, size_deg: float) -> pd.Series:
+    """Stable id of the lat/lon cell holding each point, e.g. ``cell:0.25:152:-340``."""
+    i = np.floor(lat.to_numpy() / size_deg).astype("int64")
+    j = np.floor(lon.to_numpy() / size_deg).astype("int64")
+    return pd.Series([f"cell:{size_deg:g}:{a}:{b}" for a, b in zip(i, j, strict=True)],
+                     index=lat.index, dtype="string")
+
+
+def assign_areas(events: pd.DataFrame, cfg: AreaSettings) -> pd.DataFrame:
+    """Events with their AREA column (new frame)."""
+    if cfg.kind == "county":
+        area = events[C.EV_COUNTY].astype("string")
+    else:
+        area = cell_id(events[C.EV_LAT], events[C.EV_LON], cfg.cell_size_deg)
+    return events.assign(**{C.AREA: area})
+
+
+def build_areas(
+    events: pd.DataFrame,
+    counties: pd.DataFrame,
+    counts: pd.DataFrame,
+    cfg: AreaSettings,
+    customers_cfg: CustomerSettings,
+) -> pd.DataFrame:
+    """The area table: AREA, AREA_NAME, AREA_LAT, AREA_LON, CUSTOMERS_SERVED, TIMEZONE,
+    ``n_events`` (unplanned, de-duplicated events in the history given).
+
+    ``events`` must carry AREA (see :func:`assign_areas`); ``counts`` has EV_COUNTY and
+    CUSTOMERS_SERVED. Areas outside ``cfg.states`` or with fewer than ``cfg.min_events``
+    events are left out.
+    """
+    counted = events[~events[C.EV_PLANNED] & events[C.EV_DUPLICATE_OF].isna()]
+    if cfg.states:
+        counted = counted[counted[C.EV_COUNTY].str[:2].isin(cfg.states)]
+    per_area = (
+        counted.groupby([C.AREA, C.EV_COUNTY]).size().rename("n").reset_index()
+    )
+    served = counts.set_index(C.EV_COUNTY)[C.CUSTOMERS_SERVED]
+    county_total = per_area.groupby(C.EV_COUNTY)["n"].transform("sum")
+    per_area["share"] = per_area["n"] / county_total
+    per_area[C.CUSTOMERS_SERVED] = per_area[C.EV_COUNTY].map(served).fillna(0) * per_area["share"]
+    main_county = per_area.sort_values("n", ascending=False).drop_duplicates(C.AREA)
+    areas = per_area.groupby(C.AREA).agg(
+        n_events=("n", "sum"), **{C.CUSTOMERS_SERVED: (C.CUSTOMERS_SERVED, "sum")}
+    )
+    areas[C.EV_COUNTY] = main_county.set_index(C.AREA)[C.EV_COUNTY]
+    areas = areas.reset_index()
+    names = counties.set_index(C.EV_COUNTY)
+    if cfg.kind == "county":
+        areas[C.AREA_NAME] = areas[C.EV_COUNTY].map(names[C.AREA_NAME]).fillna(areas[C.AREA])
+        areas[C.AREA_LAT] = areas[C.EV_COUNTY].map(names[C.AREA_LAT])
+        areas[C.AREA_LON] = areas[C.EV_COUNTY].map(names[C.AREA_LON])
+    else:
+        centre = counted.groupby(C.AREA)[[C.EV_LAT, C.EV_LON]].mean()
+        areas[C.AREA_LAT] = areas[C.AREA].map(centre[C.EV_LAT])
+        areas[C.AREA_LON] = areas[C.AREA].map(centre[C.EV_LON])
+        county_name = areas[C.EV_COUNTY].map(names[C.AREA_NAME]).fillna("")
+        areas[C.AREA_NAME] = county_name + " (" + areas[C.AREA].astype(str) + ")"
+    areas[C.CUSTOMERS_SERVED] = areas[C.CUSTOMERS_SERVED].round().astype("int64")
+    areas[C.TIMEZONE] = areas[C.EV_COUNTY].map(customers_cfg.timezone_by_area).fillna(
+        customers_cfg.default_timezone
+    )
+    areas = areas[areas["n_events"] >= cfg.min_events]
+    cols = [C.AREA, C.AREA_NAME, C.AREA_LAT, C.AREA_LON, C.CUSTOMERS_SERVED, C.TIMEZONE,
+            C.EV_COUNTY, "n_events"]
+    return areas[cols].sort_values(C.AREA).reset_index(drop=True)

@@ -1,0 +1,49 @@
+"""Column names of the canonical frames, as constants.
+
+The canonical long frame has one row per (AREA, TS) with UTC hourly timestamps; training and
+scoring rows add ISSUE_TS (the as-of time t0) and LEAD_H (hours from t0 to TS).
+"""
+
+AREA = "area_id"
+TS = "ts"  # target hour, UTC, hour-start
+ISSUE_TS = "issue_ts"  # as-of time t0 of the forecast, UTC
+LEAD_H = "lead_h"  # hours ahead: TS - ISSUE_TS
+LABEL = "label"  # 1 if at least one unplanned outage starts in the area in the hour
+OBSERVED = "observed"  # False where the source could not see the hour (scraper down)
+
+# Generic outage-event schema (features/outages.py)
+EV_ID = "event_id"
+EV_SOURCE_ID = "source_id"
+EV_START = "start_utc"
+EV_END = "end_utc"
+EV_LAT = "lat"
+EV_LON = "lon"
+EV_COUNTY = "county_fips"
+EV_CUSTOMERS = "customers"
+EV_CUSTOMERS_FLOOR = "customers_is_floor"
+EV_CAUSE = "cause"
+EV_PLANNED = "planned"
+EV_CLUSTER = "is_cluster"
+EV_N_OUTAGES = "n_outages"
+EV_DUPLICATE_OF = "duplicate_of"
+
+# Areas (features/areas.py)
+AREA_NAME = "area_name"
+AREA_LAT = "area_lat"
+AREA_LON = "area_lon"
+CUSTOMERS_SERVED = "customers_served"
+TIMEZONE = "timezone"
+
+# Daily weather (features/weather.py): one row per local calendar day of the station
+WX_DATE = "date"
+WX_TMAX = "tmax_c"
+WX_TMIN = "tmin_c"
+WX_PRCP = "prcp_mm"
+WX_SNOW = "snow_mm"
+WEATHER_COLUMNS = (WX_TMAX, WX_TMIN, WX_PRCP, WX_SNOW)
+
+# Outputs
+PROB = "prob"
+CLIMATOLOGY = "climatology"
+EXPECTED_CUSTOMERS = "expected_customers"
+MODEL_KIND = "model_kind"

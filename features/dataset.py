@@ -1,0 +1,61 @@
+"""The assembled inputs of training and scoring: areas, the hourly panel, hourly weather."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from configs.settings import Settings
+from features import columns as C
+from features.areas import assign_areas, build_areas
+from features.build import weather_by_hour
+from features.labels import HourlyPanel, build_panel
+from features.outages import OutageHistory, observed_hours
+
+
+@dataclass(frozen=True)
+class Dataset:
+    areas: pd.DataFrame
+    panel: HourlyPanel
+    weather_hourly: pd.DataFrame  # index = panel.hours, columns = features.build.WEATHER
+    events: pd.DataFrame  # generic events with AREA
+
+    @property
+    def summary(self) -> dict:
+        labels = self.panel.labels
+        known = labels[~pd.isna(labels)]
+        return {
+            "areas": len(self.areas),
+            "hours": len(self.panel.hours),
+            "history_start": str(self.panel.hours[0]),
+            "history_end": str(self.panel.history_end),
+            "observed_hours": int(self.panel.observed.sum()),
+            "unobserved_hours": int((~self.panel.observed[
+                self.panel.hours < self.panel.history_end]).sum()),
+            "labelled_area_hours": int(known.size),
+            "positive_area_hours": int(known.sum()),
+        }
+
+
+def build_dataset(
+    history: OutageHistory,
+    counties: pd.DataFrame,
+    counts: pd.DataFrame,
+    weather_daily: pd.DataFrame,
+    cfg: Settings,
+    start: pd.Timestamp | None = None,
+    end: pd.Timestamp | None = None,
+) -> Dataset:
+    """Areas, labels and hourly weather over the history [start, end) (default: the whole
+    scraped period), with ``horizon_h`` extra hours after it for scoring."""
+    start = (start or history.start).floor("h")
+    end = end or (history.end.floor("h") + pd.Timedelta(hours=1))
+    events = assign_areas(history.events, cfg.areas)
+    events = events[(events[C.EV_START] >= start) & (events[C.EV_START] < end)]
+    areas = build_areas(events, counties, counts, cfg.areas, cfg.customers)
+    observed = observed_hours(history.scrape_times, start, end, cfg.outages.max_quiet_gap_h)
+    panel = build_panel(events, areas[C.AREA].to_numpy(), observed, extra_hours=cfg.model.horizon_h)
+    weather = weather_by_hour(weather_daily, panel.hours, cfg.weather.station.timezone,
+                              cfg.features)
+    return Dataset(areas, panel, weather, events)

@@ -1,0 +1,255 @@
+"""The nightly Prefect flow: load, check, build, train, score, publish, advise.
+
+The flow body only sequences tasks; each task wraps one function of ``features``, ``models``
+or ``serving``. Reading sources, writing outputs and the registry get retries; pure
+transforms never do.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from configs.settings import Settings
+from features import columns as C
+from features.areas import read_counties
+from features.customers import generate_registry, read_customer_counts_checked
+from features.dataset import Dataset, build_dataset
+from features.outages import OutageHistory, load_outage_history
+from features.weather import convert_noaa_daily, load_daily_weather
+from models.experiment import fit_and_evaluate
+from models.explain import Explanations
+from models.registry import load_champion, log_and_register
+from models.scoring import score_horizon
+from models.train import RiskModel
+from models.windows import build_windows
+from serving.advisories import decide_advisories
+from serving.outbox import enqueue
+from serving.publish import RunId, input_record, write_manifest, write_outputs
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------ tasks (one function each)
+# NO_CACHE: a nightly run must recompute from today's inputs, and hashing multi-million-row
+# frames for cache keys would cost more than it saves.
+
+
+@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def load_outages(cfg: Settings) -> OutageHistory:
+    return load_outage_history(cfg.outages, cfg.paths.data_dir, cfg.paths.quarantine_dir)
+
+
+@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def load_weather(cfg: Settings, start: date, end: date) -> tuple[pd.DataFrame, dict]:
+    contract: dict = {}
+    if cfg.weather.mode == "local":
+        _, result = convert_noaa_daily(
+            cfg.data_path(cfg.weather.noaa_daily_file), cfg.mirror_dir, cfg.weather.station,
+            years=range(start.year, end.year + 1), quarantine_dir=cfg.paths.quarantine_dir,
+            max_quarantine_share=cfg.weather.max_quarantine_share,
+        )
+        contract = result.to_dict()
+    return load_daily_weather(cfg.weather, cfg.mirror_dir, start, end), contract
+
+
+@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def load_reference(cfg: Settings) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    counts, result = read_customer_counts_checked(
+        cfg.data_path(cfg.customers.counts_file), cfg.paths.quarantine_dir)
+    counties = read_counties(cfg.data_path(cfg.areas.counties_file))
+    return counts, counties, result.to_dict()
+
+
+@task(cache_policy=NO_CACHE)
+def assemble(history: OutageHistory, counties: pd.DataFrame, counts: pd.DataFrame,
+             weather: pd.DataFrame, cfg: Settings) -> Dataset:
+    return build_dataset(history, counties, counts, weather, cfg)
+
+
+@task(cache_policy=NO_CACHE)
+def train(data: Dataset, cfg: Settings) -> tuple[RiskModel, dict]:
+    return fit_and_evaluate(data, cfg.features, cfg.model)
+
+
+@task(retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def register(model: RiskModel, metrics: dict, data: Dataset, cfg: Settings) -> dict[str, str]:
+    return log_and_register(
+        model,
+        tracking_uri=cfg.tracking_uri,
+        experiment=cfg.mlflow.experiment,
+        model_name=cfg.mlflow.model_name,
+        params={"profile": cfg.profile, "area_kind": cfg.areas.kind, "areas": len(data.areas),
+                "features": ",".join(model.feature_names), **model.info,
+                **{f"lgbm_{k}": v for k, v in cfg.model.lgbm_params.items()},
+                "min_positive_hours": cfg.model.min_positive_hours,
+                "horizon_h": cfg.model.horizon_h, "weather": "daily station, replayed"},
+        metrics={"overall": metrics["overall"], "by_lead": metrics["by_lead"]},
+        artifacts={"metrics.json": metrics, "dataset.json": data.summary,
+                   "per_area_decisions.json": model.info.get("per_area_decisions", {})},
+        tags={"run_name": f"{cfg.profile}-train-to-{cfg.model.train_end:%Y-%m-%d}",
+              "profile": cfg.profile, "test_period": f"{cfg.model.test_start:%Y-%m-%d}.."
+              f"{cfg.model.test_end:%Y-%m-%d}"},
+    )
+
+
+@task(retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def champion(cfg: Settings) -> tuple[RiskModel, str]:
+    return load_champion(cfg.tracking_uri, cfg.mlflow.model_name)
+
+
+@task(cache_policy=NO_CACHE)
+def score(model: RiskModel, data: Dataset, as_of: pd.Timestamp, cfg: Settings) -> tuple:
+    return score_horizon(model, data.panel, data.areas, data.weather_hourly, as_of, cfg.features)
+
+
+@task(cache_policy=NO_CACHE)
+def windows_from(hourly: pd.DataFrame, drivers: Explanations, data: Dataset, cfg: Settings,
+                 meta: dict[str, str]) -> pd.DataFrame:
+    return build_windows(hourly, data.areas, drivers, cfg.windows, meta)
+
+
+@task(cache_policy=NO_CACHE)
+def customers_for(data: Dataset, cfg: Settings) -> pd.DataFrame:
+    return generate_registry(data.areas, cfg.customers)
+
+
+@task(cache_policy=NO_CACHE)
+def advise(windows: pd.DataFrame, customers: pd.DataFrame, as_of: pd.Timestamp,
+           cfg: Settings) -> list:
+    return decide_advisories(windows, customers, cfg.advisories, as_of)
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def enqueue_advisories(advisories: list, cfg: Settings) -> dict[str, int]:
+    result = enqueue(cfg.paths.outbox_url, advisories)
+    return {"inserted": result.inserted, "duplicates": result.duplicates}
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def publish(run_dir: Path, windows: pd.DataFrame, hourly: pd.DataFrame, advisories: list,
+            metrics: dict) -> dict[str, str]:
+    return write_outputs(run_dir, windows=windows, hourly=hourly,
+                         advisories=[a.to_dict() for a in advisories], metrics=metrics)
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def finish(run_dir: Path, manifest: dict[str, Any]) -> Path:
+    return write_manifest(run_dir, manifest)
+
+
+# ------------------------------------------------------------------------------- the flow
+
+
+@contextmanager
+def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - t0, 2)
+
+
+def default_as_of(history_end: pd.Timestamp, weather: pd.DataFrame, tz: str,
+                  horizon_h: int) -> pd.Timestamp:
+    """The latest as-of time whose whole horizon has outage history and replay weather."""
+    days = weather.dropna(subset=list(C.WEATHER_COLUMNS), how="all")[C.WX_DATE]
+    weather_end = (pd.Timestamp(days.max()) + pd.Timedelta(days=1)).tz_localize(tz)
+    end = min(history_end, weather_end.tz_convert("UTC")).floor("h")
+    return end - pd.Timedelta(hours=horizon_h)
+
+
+@flow(name="forewarn-nightly", log_prints=False)
+def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) -> dict[str, Any]:
+    """One nightly run: ranked risk windows for the next horizon, advisories enqueued, a model
+    in MLflow, and the output contract in a new run directory. Returns the manifest."""
+    logger = get_run_logger()
+    timings: dict[str, float] = {}
+    with _stage(timings, "load_outages"):
+        history = load_outages(cfg)
+    first = history.start.tz_convert(cfg.weather.station.timezone).date()
+    last = (history.end + pd.Timedelta(hours=cfg.model.horizon_h + 24)).date()
+    with _stage(timings, "load_weather"):
+        weather, weather_contract = load_weather(cfg, first - pd.Timedelta(days=4), last)
+    with _stage(timings, "load_reference"):
+        counts, counties, counts_contract = load_reference(cfg)
+    with _stage(timings, "build_dataset"):
+        data = assemble(history, counties, counts, weather, cfg)
+    issue = resolve_as_of(as_of, data, weather, cfg)
+    with _stage(timings, "train_and_evaluate"):
+        model, metrics = train(data, cfg)
+    with _stage(timings, "register"):
+        registered = register(model, metrics, data, cfg)
+        scorer, version = champion(cfg)
+    run_id = RunId.new(issue).value
+    meta = {"model_version": version, "run_id": run_id, "weather_source": "replay"}
+    with _stage(timings, "score"):
+        hourly, drivers = score(scorer, data, issue, cfg)
+        windows = windows_from(hourly, drivers, data, cfg, meta)
+    with _stage(timings, "advise"):
+        customers = customers_for(data, cfg)
+        advisories = advise(windows, customers, issue, cfg)
+        outbox = enqueue_advisories(advisories, cfg)
+    run_dir = (out or cfg.paths.runs_dir) / run_id
+    hourly_out = hourly.assign(model_version=version, run_id=run_id, weather_source="replay")
+    with _stage(timings, "publish"):
+        checksums = publish(run_dir, windows, hourly_out, advisories, metrics)
+    manifest = {
+        "run_id": run_id,
+        "as_of": issue.isoformat(),
+        "created_utc": pd.Timestamp.now(tz="UTC").isoformat(),
+        "profile": cfg.profile,
+        "horizon_h": cfg.model.horizon_h,
+        "weather_source": "replay",
+        "weather_note": "no forecast feed: observed daily weather of the target days stands in "
+                        "for the forecast (replay); skill with real forecasts will be lower",
+        "model": {"name": cfg.mlflow.model_name, "version": version, "alias": "champion",
+                  "mlflow_run_id": registered["run_id"], "tracking_uri": cfg.tracking_uri,
+                  "trained_through": str(cfg.model.train_end),
+                  "as_of_inside_training": bool(issue < pd.Timestamp(cfg.model.train_end))},
+        "inputs": [input_record(p) for p in history.source_files]
+        + [input_record(cfg.data_path(cfg.weather.noaa_daily_file)),
+           input_record(cfg.data_path(cfg.customers.counts_file)),
+           input_record(cfg.data_path(cfg.areas.counties_file))],
+        "contracts": [r.to_dict() for r in history.contracts]
+        + [c for c in (weather_contract, counts_contract) if c],
+        "quarantined_rows": sum(r.rows_quarantined for r in history.contracts)
+        + sum(c.get("rows_quarantined", 0) for c in (weather_contract, counts_contract) if c),
+        "dataset": data.summary,
+        "metrics_overall": metrics["overall"],
+        "training": metrics["training"],
+        "windows": len(windows),
+        "customers": {"synthetic": True, "registry_size": len(customers)},
+        "advisories": {"decided": len(advisories), **outbox},
+        "outputs": checksums,
+        "timings_s": timings,
+    }
+    finish(run_dir, manifest)
+    logger.info("run %s written to %s", run_id, run_dir)
+    return manifest | {"run_dir": str(run_dir)}
+
+
+def resolve_as_of(as_of: str | None, data: Dataset, weather: pd.DataFrame,
+                  cfg: Settings) -> pd.Timestamp:
+    """The issue time of this run (UTC, on the hour): given, or the default."""
+    if as_of is None:
+        return default_as_of(data.panel.history_end, weather, cfg.weather.station.timezone,
+                             cfg.model.horizon_h)
+    ts = pd.Timestamp(as_of)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    if ts != ts.floor("h"):
+        raise ValueError(f"--as-of must be on the hour, got {as_of}")
+    if not data.panel.hours[0] + pd.Timedelta(days=7) <= ts <= data.panel.history_end:
+        raise ValueError(
+            f"--as-of {ts.isoformat()} is outside the outage history "
+            f"{data.panel.hours[0].isoformat()} .. {data.panel.history_end.isoformat()} "
+            "(at least 7 days of history are needed before it)"
+        )
+    return ts

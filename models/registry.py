@@ -1,0 +1,110 @@
+"""MLflow: the only module that imports it. Runs, the model bundle and the registry alias."""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from models.train import RiskModel
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+BUNDLE = "risk_model.pkl"
+
+
+def _pyfunc_class() -> type:
+    import mlflow.pyfunc
+
+    class RiskModelPyfunc(mlflow.pyfunc.PythonModel):
+        """Serves a pickled :class:`RiskModel`: predict() returns outage probabilities."""
+
+        def load_context(self, context):  # type: ignore[no-untyped-def]
+            with open(context.artifacts["bundle"], "rb") as fh:
+                self.model = pickle.load(fh)
+
+        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+            return self.model.predict(model_input)
+
+    return RiskModelPyfunc
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}_{k}" if prefix else str(k), v, out)
+    elif isinstance(value, int | float) and value == value:
+        out[prefix.replace("-", "_").replace("+", "p")] = float(value)
+
+
+def log_and_register(
+    model: RiskModel,
+    *,
+    tracking_uri: str,
+    experiment: str,
+    model_name: str,
+    params: dict[str, Any],
+    metrics: dict[str, Any],
+    artifacts: dict[str, Any],
+    tags: dict[str, str],
+) -> dict[str, str]:
+    """Log a training run (params, flattened metrics, JSON artifacts, the model as an MLflow
+    pyfunc), register it under ``model_name`` and point the ``champion`` alias at it.
+
+    Returns run_id, model_version and model_uri.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(experiment)
+    flat: dict[str, float] = {}
+    _flatten("", metrics, flat)
+    with mlflow.start_run(run_name=tags.get("run_name")) as run, \
+            tempfile.TemporaryDirectory() as tmp:
+        mlflow.set_tags(tags)
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.log_metrics(flat)
+        for name, doc in artifacts.items():
+            mlflow.log_dict(doc, name)
+        bundle = Path(tmp) / BUNDLE
+        bundle.write_bytes(pickle.dumps(model))
+        info = mlflow.pyfunc.log_model(
+            name="risk_model",
+            python_model=_pyfunc_class()(),
+            artifacts={"bundle": str(bundle)},
+            pip_requirements=_requirements(),
+            registered_model_name=model_name,
+        )
+        run_id = run.info.run_id
+    client = MlflowClient(tracking_uri=tracking_uri)
+    version = str(info.registered_model_version)
+    client.set_registered_model_alias(model_name, CHAMPION, version)
+    client.set_model_version_tag(model_name, version, "metrics", json.dumps(
+        {k: round(v, 5) for k, v in flat.items() if k.startswith("overall_")}))
+    log.info("registered %s version %s as %s (run %s)", model_name, version, CHAMPION, run_id)
+    return {"run_id": run_id, "model_version": version,
+            "model_uri": f"models:/{model_name}@{CHAMPION}"}
+
+
+def load_champion(tracking_uri: str, model_name: str) -> tuple[RiskModel, str]:
+    """The model behind the ``champion`` alias and its version."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    version = MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(
+        model_name, CHAMPION).version
+    loaded = mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}")
+    return loaded.unwrap_python_model().model, str(version)
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("lightgbm", "pandas", "numpy", "scikit-learn",
+                                            "mlflow")]

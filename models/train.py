@@ -1,0 +1,149 @@
+"""LightGBM risk models: one pooled model for every area, and per-area models where an area
+has enough positive hours and its own model beats the pooled one on the validation slice."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from configs.settings import ModelSettings
+from features import columns as C
+from features.build import Climatology
+
+log = logging.getLogger(__name__)
+
+POOLED = "pooled"
+PER_AREA = "per_area"
+
+
+@dataclass
+class RiskModel:
+    """Everything scoring needs, saved together: boosters, the climatology learned at training
+    time, mean customers per outage hour by area, and what it was trained on."""
+
+    feature_names: list[str]
+    pooled: lgb.Booster
+    per_area: dict[str, lgb.Booster]
+    climatology: Climatology
+    customers_per_outage_hour: pd.Series  # AREA -> mean customers affected in an outage hour
+    horizon_h: int
+    info: dict = field(default_factory=dict)
+
+    def kinds(self, area_ids: np.ndarray) -> np.ndarray:
+        """Which model scores each row's area: PER_AREA or POOLED."""
+        return np.where(pd.Index(self.per_area).get_indexer(area_ids) >= 0, PER_AREA, POOLED)
+
+    def predict(self, rows: pd.DataFrame) -> np.ndarray:
+        """Probability (0-1) that at least one unplanned outage starts in the row's area and
+        hour."""
+        return self._apply(rows, contrib=False)[:, 0]
+
+    def contributions(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """LightGBM's own per-feature contributions (log-odds) of each row's prediction."""
+        raw = self._apply(rows, contrib=True)
+        return pd.DataFrame(raw[:, :-1], columns=self.feature_names, index=rows.index)
+
+    def _apply(self, rows: pd.DataFrame, contrib: bool) -> np.ndarray:
+        x = rows[self.feature_names].to_numpy(dtype="float32")
+        width = len(self.feature_names) + 1 if contrib else 1
+        out = np.zeros((len(rows), width))
+        areas = rows[C.AREA].to_numpy()
+        kinds = self.kinds(areas)
+        pooled = kinds == POOLED
+        if pooled.any():
+            out[pooled] = self.pooled.predict(x[pooled], pred_contrib=contrib).reshape(-1, width)
+        for area in np.unique(areas[~pooled]):
+            sel = areas == area
+            out[sel] = self.per_area[area].predict(x[sel], pred_contrib=contrib).reshape(-1, width)
+        return out
+
+
+def _fit(
+    params: dict, x: pd.DataFrame, y: np.ndarray, xv: pd.DataFrame, yv: np.ndarray,
+    cfg: ModelSettings,
+) -> lgb.Booster:
+    train = lgb.Dataset(x, y, params={"verbose": -1}, free_raw_data=True)
+    callbacks = [lgb.log_evaluation(0)]
+    valid_sets = []
+    if len(yv) and len(np.unique(yv)) == 2:
+        valid_sets = [lgb.Dataset(xv, yv, reference=train)]
+        callbacks.append(lgb.early_stopping(cfg.early_stopping_rounds, verbose=False))
+    return lgb.train(params, train, num_boost_round=cfg.num_boost_round,
+                     valid_sets=valid_sets, callbacks=callbacks)
+
+
+def _logloss(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def train_risk_model(
+    rows: pd.DataFrame,
+    feature_names: list[str],
+    climatology: Climatology,
+    customers_per_outage_hour: pd.Series,
+    cfg: ModelSettings,
+) -> RiskModel:
+    """Fit the pooled model and the per-area models on labelled training rows.
+
+    Rows whose target hour falls in the last ``cfg.valid_hours`` before ``cfg.train_end`` are
+    the validation slice: early stopping and the per-area-versus-pooled choice use it only.
+    """
+    rows = rows[rows[C.LABEL].notna()]
+    valid_start = pd.Timestamp(cfg.train_end) - pd.Timedelta(hours=cfg.valid_hours)
+    is_valid = (rows[C.TS] >= valid_start).to_numpy()
+    x = rows[feature_names]
+    y = rows[C.LABEL].to_numpy(dtype="float64")
+    params = {"seed": cfg.seed, "deterministic": True, **cfg.lgbm_params}
+    pooled = _fit(params, x[~is_valid], y[~is_valid], x[is_valid], y[is_valid], cfg)
+    log.info("pooled model: %d trees on %d rows", pooled.num_trees(), int((~is_valid).sum()))
+    per_area: dict[str, lgb.Booster] = {}
+    decisions: dict[str, str] = {}
+    area_params = {**params, **cfg.per_area_params}
+    areas = rows[C.AREA].to_numpy()
+    pos = rows.loc[~is_valid].groupby(C.AREA)[C.LABEL].sum()
+    for area in sorted(pos[pos >= cfg.min_positive_hours].index):
+        tr = (areas == area) & ~is_valid
+        va = (areas == area) & is_valid
+        if va.sum() == 0 or len(np.unique(y[va])) < 2:
+            decisions[area] = "pooled: no usable validation rows"
+            continue
+        own = _fit(area_params, x[tr], y[tr], x[va], y[va], cfg)
+        own_loss = _logloss(y[va], own.predict(x[va].to_numpy(dtype="float32")))
+        pooled_loss = _logloss(y[va], pooled.predict(x[va].to_numpy(dtype="float32")))
+        if own_loss < pooled_loss:
+            per_area[area] = own
+            decisions[area] = f"per-area: valid log-loss {own_loss:.4f} < pooled {pooled_loss:.4f}"
+        else:
+            decisions[area] = f"pooled: valid log-loss {pooled_loss:.4f} <= per-area {own_loss:.4f}"
+    info = {
+        "rows_train": int((~is_valid).sum()),
+        "rows_valid": int(is_valid.sum()),
+        "positives_train": int(y[~is_valid].sum()),
+        "pooled_trees": int(pooled.num_trees()),
+        "per_area_models": len(per_area),
+        "per_area_candidates": len(decisions),
+        "per_area_decisions": decisions,
+        "train_start": str(cfg.train_start),
+        "train_end": str(cfg.train_end),
+        "valid_start": str(valid_start),
+    }
+    return RiskModel(feature_names, pooled, per_area, climatology, customers_per_outage_hour,
+                     cfg.horizon_h, info)
+
+
+def customers_per_outage_hour(
+    customers: np.ndarray, counts: np.ndarray, area_ids: np.ndarray, use: np.ndarray
+) -> pd.Series:
+    """Mean customers affected in an hour with at least one outage, per area (training hours
+    ``use`` only). Areas with none get the median of the others."""
+    c = customers[:, use]
+    hit = counts[:, use] > 0
+    n = hit.sum(axis=1)
+    mean = np.where(n > 0, (c * hit).sum(axis=1) / np.maximum(n, 1), np.nan)
+    s = pd.Series(mean, index=area_ids)
+    return s.fillna(s.median() if s.notna().any() else 4.0)

@@ -1,0 +1,121 @@
+"""The output contract for downstream notifiers (schema version in every file).
+
+A run directory holds ``risk_windows.parquet`` and ``risk_windows.json`` (same rows),
+``risk_hourly.parquet``, ``advisories.jsonl``, ``metrics.json`` and the ``run.json`` manifest.
+A change to a column is a new ``SCHEMA_VERSION``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+SCHEMA_VERSION = "1.0"
+WINDOWS_PARQUET = "risk_windows.parquet"
+WINDOWS_JSON = "risk_windows.json"
+HOURLY_PARQUET = "risk_hourly.parquet"
+ADVISORIES_JSONL = "advisories.jsonl"
+METRICS_JSON = "metrics.json"
+MANIFEST_JSON = "run.json"
+
+
+@dataclass(frozen=True)
+class RunId:
+    """A run id that sorts by creation time and names its as-of time, e.g.
+    ``20231228T2300Z-20261203T171500Z-a1b2c3``."""
+
+    value: str
+
+    @classmethod
+    def new(cls, as_of: pd.Timestamp, now: datetime | None = None) -> RunId:
+        now = now or datetime.now(UTC)
+        salt = hashlib.sha256(os.urandom(8)).hexdigest()[:6]
+        return cls(f"{as_of:%Y%m%dT%H%MZ}-{now:%Y%m%dT%H%M%SZ}-{salt}")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def input_record(path: Path) -> dict[str, Any]:
+    """Path, size and checksum of an input file, for the manifest."""
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, pd.Timestamp | datetime):
+        return value.isoformat()
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, set | tuple):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_json(path: Path, doc: Any) -> Path:
+    """Write JSON atomically (temp file then rename), so a reader never sees half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False, default=_json_default) + "\n",
+                   encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def _windows_records(windows: pd.DataFrame) -> list[dict[str, Any]]:
+    records = json.loads(windows.to_json(orient="records", date_format="iso", date_unit="s"))
+    return records
+
+
+def write_outputs(
+    run_dir: Path,
+    *,
+    windows: pd.DataFrame,
+    hourly: pd.DataFrame,
+    advisories: Sequence[dict[str, Any]],
+    metrics: dict[str, Any],
+) -> dict[str, str]:
+    """Write the contract files into ``run_dir``; returns file name -> sha256."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"schema_version": SCHEMA_VERSION}
+    flat = windows.assign(drivers=windows["drivers"].map(
+        lambda d: json.dumps(d, ensure_ascii=False)))
+    flat.to_parquet(run_dir / WINDOWS_PARQUET, index=False)
+    write_json(run_dir / WINDOWS_JSON, meta | {"windows": _windows_records(windows)})
+    hourly.to_parquet(run_dir / HOURLY_PARQUET, index=False)
+    _write_jsonl(run_dir / ADVISORIES_JSONL, advisories)
+    write_json(run_dir / METRICS_JSON, meta | metrics)
+    names = (WINDOWS_PARQUET, WINDOWS_JSON, HOURLY_PARQUET, ADVISORIES_JSONL, METRICS_JSON)
+    return {name: sha256_file(run_dir / name) for name in names}
+
+
+def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(".jsonl.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
+    tmp.replace(path)
+
+
+def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> Path:
+    """``run.json``: written last, so its presence means the run is complete."""
+    return write_json(run_dir / MANIFEST_JSON, {"schema_version": SCHEMA_VERSION} | manifest)
+
+
+def read_windows(run_dir: Path) -> pd.DataFrame:
+    """Risk windows of a finished run, drivers decoded."""
+    frame = pd.read_parquet(run_dir / WINDOWS_PARQUET)
+    return frame.assign(drivers=frame["drivers"].map(json.loads))

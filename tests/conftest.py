@@ -1,0 +1,47 @@
+"""Hermetic test environment: every tool writes under one temporary folder, nothing goes to
+the network, and the real shared data is read from FOREWARN_DATA_DIR (default ../shared/data).
+
+The environment is set before any test module imports prefect, mlflow or meteostat."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_TMP = Path(tempfile.mkdtemp(prefix="forewarn-tests-"))
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("FOREWARN_DATA_DIR") or (REPO.parent / "shared" / "data")).resolve()
+
+os.environ.update(
+    {
+        "FOREWARN_DATA_DIR": str(DATA_DIR),
+        "FOREWARN_HOME": str(_TMP / "home"),
+        "PREFECT_HOME": str(_TMP / "prefect"),
+        "PREFECT_API_URL": "",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{_TMP}/mlflow.db",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+        "GIT_PYTHON_REFRESH": "quiet",
+        "MS_CACHE_ENABLE": "false",
+        "MS_NETWORK_MAX_RETRIES": "0",
+        "MS_STATIONS_DB_ENDPOINTS": "[]",
+    }
+)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA_DIR.is_dir():
+        pytest.fail(f"shared data not found at {DATA_DIR}; set FOREWARN_DATA_DIR")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def session_tmp() -> Path:
+    return _TMP
