@@ -144,6 +144,9 @@ class AreaSettings(_Section):
         (), description="state FIPS prefixes to keep, e.g. ['21', '51']; empty keeps all"
     )
     counties_file: str = "reference_geo/geojson-counties-fips.json"
+    include: tuple[str, ...] = Field(
+        (), description="forecast only these area ids (a pilot, or a test slice); empty = all"
+    )
 
 
 class FeatureSettings(_Section):

@@ -54,6 +54,11 @@ def build_dataset(
     events = assign_areas(history.events, cfg.areas)
     events = events[(events[C.EV_START] >= start) & (events[C.EV_START] < end)]
     areas = build_areas(events, counties, counts, cfg.areas, cfg.customers)
+    if cfg.areas.include:
+        areas = areas[areas[C.AREA].isin(cfg.areas.include)].reset_index(drop=True)
+        if areas.empty:
+            raise ValueError(f"areas.include {list(cfg.areas.include)} matches no area with "
+                             f"at least {cfg.areas.min_events} events")
     observed = observed_hours(history.scrape_times, start, end, cfg.outages.max_quiet_gap_h)
     panel = build_panel(events, areas[C.AREA].to_numpy(), observed, extra_hours=cfg.model.horizon_h)
     weather = weather_by_hour(weather_daily, panel.hours, cfg.weather.station.timezone,

@@ -14,7 +14,7 @@ unobserved (see :func:`observed_hours`).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -106,10 +106,11 @@ def read_lgeku_events(
     raw = _read_csv(
         path, dtype={"record_key": "string", "outage_id": "string", "is_cluster": "string"}
     )
+    suite = replace(LGEKU_EVENTS_SUITE, max_quarantine_share=cfg.max_quarantine_share)
     missing = [c for c in ("reported_start_time", "reported_start_time_last", "first_seen_utc",
                            "removed_seen_utc") if c not in raw.columns]
     if missing:  # let the contract name every missing column at once
-        _, result = check(raw, LGEKU_EVENTS_SUITE, source=path, quarantine_dir=quarantine_dir)
+        _, result = check(raw, suite, source=path, quarantine_dir=quarantine_dir)
     starts = pd.concat(
         [_utc(raw["reported_start_time"]), _utc(raw["reported_start_time_last"]),
          _utc(raw["first_seen_utc"])],
@@ -122,7 +123,7 @@ def read_lgeku_events(
         _end=_utc(raw["removed_seen_utc"]),
     )
     checked["_end_ok"] = ~(checked["_end"] < checked["_start"])
-    good, result = check(checked, LGEKU_EVENTS_SUITE, source=path, quarantine_dir=quarantine_dir)
+    good, result = check(checked, suite, source=path, quarantine_dir=quarantine_dir)
     return lgeku_to_generic(good, cfg), result
 
 
@@ -182,13 +183,16 @@ def mark_reissued(events: pd.DataFrame, window_min: float) -> pd.Series:
 
 
 def read_scrape_times(
-    path: Path, quarantine_dir: Path | None = None
+    path: Path,
+    quarantine_dir: Path | None = None,
+    max_quarantine_share: float = LGEKU_SNAPSHOTS_SUITE.max_quarantine_share,
 ) -> tuple[pd.Series, ContractResult]:
     """Times (UTC, sorted) at which the scraper read the map successfully."""
+    suite = replace(LGEKU_SNAPSHOTS_SUITE, max_quarantine_share=max_quarantine_share)
     raw = _read_csv(path, dtype={"source_commit": "string"})
     if "scrape_time_utc" in raw.columns:
         raw = raw.assign(_scrape_time=_utc(raw["scrape_time_utc"]))
-    good, result = check(raw, LGEKU_SNAPSHOTS_SUITE, source=path, quarantine_dir=quarantine_dir)
+    good, result = check(raw, suite, source=path, quarantine_dir=quarantine_dir)
     times = good.loc[good["parse_ok"] == 1, "_scrape_time"].sort_values(ignore_index=True)
     if times.empty:
         raise ContractError(f"{path}: no successful scrape (parse_ok == 1) in the file")
@@ -202,7 +206,9 @@ def load_outage_history(
     events_path = data_dir / cfg.events_file
     snaps_path = data_dir / cfg.snapshots_file
     events, ev_result = read_lgeku_events(events_path, cfg, quarantine_dir)
-    scrape_times, snap_result = read_scrape_times(snaps_path, quarantine_dir)
+    scrape_times, snap_result = read_scrape_times(
+        snaps_path, quarantine_dir, cfg.max_quarantine_share
+    )
     log.info(
         "outages: %d events (%d planned, %d re-issued), %d scrapes",
         len(events), int(events[C.EV_PLANNED].sum()), int(events[C.EV_DUPLICATE_OF].notna().sum()),

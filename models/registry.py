@@ -6,6 +6,7 @@ import json
 import logging
 import pickle
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -73,13 +74,11 @@ def log_and_register(
             mlflow.log_dict(doc, name)
         bundle = Path(tmp) / BUNDLE
         bundle.write_bytes(pickle.dumps(model))
-        info = mlflow.pyfunc.log_model(
-            name="risk_model",
-            python_model=_pyfunc_class()(),
-            artifacts={"bundle": str(bundle)},
-            pip_requirements=_requirements(),
-            registered_model_name=model_name,
-        )
+        with warnings.catch_warnings():
+            # the bundle takes a DataFrame of feature rows; MLflow's type-hint schema
+            # inference does not apply and says so on every call
+            warnings.filterwarnings("ignore", category=UserWarning, message=".*[Tt]ype hint")
+            info = _log_pyfunc(mlflow, bundle, model_name)
         run_id = run.info.run_id
     client = MlflowClient(tracking_uri=tracking_uri)
     version = str(info.registered_model_version)
@@ -101,6 +100,16 @@ def load_champion(tracking_uri: str, model_name: str) -> tuple[RiskModel, str]:
         model_name, CHAMPION).version
     loaded = mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}")
     return loaded.unwrap_python_model().model, str(version)
+
+
+def _log_pyfunc(mlflow: Any, bundle: Path, model_name: str) -> Any:
+    return mlflow.pyfunc.log_model(
+        name="risk_model",
+        python_model=_pyfunc_class()(),
+        artifacts={"bundle": str(bundle)},
+        pip_requirements=_requirements(),
+        registered_model_name=model_name,
+    )
 
 
 def _requirements() -> list[str]:

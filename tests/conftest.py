@@ -45,3 +45,20 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def session_tmp() -> Path:
     return _TMP
+
+
+@pytest.fixture(scope="session")
+def kentucky_settings():
+    from configs.settings import load_settings
+
+    return load_settings(REPO / "configs" / "kentucky.yaml")
+
+
+@pytest.fixture(scope="session")
+def real_history(kentucky_settings, session_tmp):
+    """The real LG&E/KU outage history through the adapter (read once per session)."""
+    from features.outages import load_outage_history
+
+    return load_outage_history(
+        kentucky_settings.outages, kentucky_settings.paths.data_dir, session_tmp / "quarantine"
+    )

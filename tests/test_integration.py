@@ -1,0 +1,138 @@
+"""The whole nightly flow on a small real slice, under a real (ephemeral) Prefect API, with
+MLflow and the outbox in a temporary folder."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from configs.settings import load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+AREAS = ["21111", "21067", "21185", "21013"]  # Jefferson, Fayette, Oldham, Bell
+AS_OF = "2023-03-02T12:00:00Z"  # a day and a half before the 3 March 2023 wind storm
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            yield
+
+
+@pytest.fixture(scope="module")
+def slice_settings(tmp_path_factory, data_dir):
+    home = tmp_path_factory.mktemp("home")
+    return load_settings(
+        REPO / "configs/kentucky.yaml",
+        environ={"FOREWARN_DATA_DIR": str(data_dir), "FOREWARN_HOME": str(home)},
+        overrides={
+            "areas": {"include": AREAS},
+            "model": {"train_start": "2022-03-01T00:00:00Z", "valid_hours": 720,
+                      "test_end": "2023-04-01T00:00:00Z", "num_boost_round": 80,
+                      "min_positive_hours": 300},
+            "windows": {"min_probability": 0.15, "min_lift": 1.2},
+            "advisories": {"segments": {"residential": {"threshold": 0.3},
+                                        "commercial": {"threshold": 0.25}}},
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def two_runs(prefect_api, slice_settings, tmp_path_factory):
+    from flows.nightly import nightly
+
+    out = tmp_path_factory.mktemp("runs")
+    first = nightly(slice_settings, as_of=AS_OF, out=out)
+    second = nightly(slice_settings, as_of=AS_OF, out=out)
+    return first, second
+
+
+def test_run_directory_holds_the_output_contract(two_runs, slice_settings):
+    first, _ = two_runs
+    run_dir = Path(first["run_dir"])
+    names = {"risk_windows.parquet", "risk_windows.json", "risk_hourly.parquet",
+             "advisories.jsonl", "metrics.json", "run.json"}
+    assert names <= {p.name for p in run_dir.iterdir()}
+    manifest = json.loads((run_dir / "run.json").read_text())
+    assert manifest["schema_version"] == "1.0"
+    assert manifest["as_of"] == "2023-03-02T12:00:00+00:00"
+    assert manifest["dataset"]["areas"] == len(AREAS)
+    assert all(re.fullmatch(r"[0-9a-f]{64}", i["sha256"]) for i in manifest["inputs"])
+    assert {c["suite"] for c in manifest["contracts"]} == {
+        "lgeku_events", "lgeku_snapshots", "noaa_daily", "eaglei_mcc"}
+    assert manifest["quarantined_rows"] == 0
+    assert set(manifest["timings_s"]) >= {"load_outages", "train_and_evaluate", "score"}
+    assert manifest["model"]["as_of_inside_training"] is False
+    hourly = pd.read_parquet(run_dir / "risk_hourly.parquet")
+    assert len(hourly) == len(AREAS) * 72
+    assert hourly["lead_h"].min() == 1 and hourly["lead_h"].max() == 72
+    assert hourly["ts"].min() == pd.Timestamp(AS_OF)
+    assert hourly["prob"].between(0, 1).all()
+    assert (hourly["weather_source"] == "replay").all()
+
+
+def test_metrics_are_on_a_later_period_and_beside_climatology(two_runs):
+    first, _ = two_runs
+    metrics = json.loads((Path(first["run_dir"]) / "metrics.json").read_text())
+    overall = metrics["overall"]
+    assert pd.Timestamp(metrics["test_start"]) >= pd.Timestamp("2023-01-01", tz="UTC")
+    assert 0.5 < overall["model_roc_auc"] <= 1 and 0.5 < overall["climatology_roc_auc"] <= 1
+    assert 0 < overall["model_brier"] < 0.25
+    assert overall["brier_skill"] == pytest.approx(
+        1 - overall["model_brier"] / overall["climatology_brier"])
+    assert set(metrics["by_lead"]) == {"0-24h", "24-48h", "48-72h"}
+    assert metrics["training"]["rows_train"] > 20_000
+
+
+def test_windows_are_ranked_capped_and_explained(two_runs):
+    first, _ = two_runs
+    run_dir = Path(first["run_dir"])
+    windows = pd.read_parquet(run_dir / "risk_windows.parquet")
+    as_json = json.loads((run_dir / "risk_windows.json").read_text())["windows"]
+    assert len(windows) == len(as_json) == first["windows"] > 0
+    assert (windows["expected_customers"] <= windows["customers_served"]).all()
+    assert list(windows["rank"]) == list(range(1, len(windows) + 1))
+    assert set(windows["area_id"]) <= set(AREAS)
+    assert (windows["start"] >= pd.Timestamp(AS_OF)).all()
+    drivers = json.loads(windows["drivers"].iloc[0])
+    assert drivers and all(d["text_en"] and d["text_zh"] for d in drivers)
+
+
+def test_model_is_registered_as_champion_in_mlflow(two_runs, slice_settings):
+    from mlflow import MlflowClient
+
+    first, second = two_runs
+    client = MlflowClient(tracking_uri=slice_settings.tracking_uri)
+    champion = client.get_model_version_by_alias("forewarn-risk", "champion")
+    assert str(champion.version) == second["model"]["version"] == "2"
+    run = client.get_run(first["model"]["mlflow_run_id"])
+    assert run.data.metrics["overall_model_roc_auc"] == pytest.approx(
+        first["metrics_overall"]["model_roc_auc"])
+    assert "overall_climatology_brier" in run.data.metrics
+
+
+def test_rerun_enqueues_nothing_twice_and_leaks_no_contact_details(two_runs, slice_settings):
+    from serving.outbox import count
+
+    first, second = two_runs
+    decided = first["advisories"]["decided"]
+    assert decided > 0
+    assert first["advisories"]["inserted"] == decided
+    assert second["advisories"] == {"decided": decided, "inserted": 0, "duplicates": decided}
+    assert count(slice_settings.paths.outbox_url) == decided
+    lines = (Path(first["run_dir"]) / "advisories.jsonl").read_text().splitlines()
+    assert len(lines) == decided
+    text = "\n".join(lines)
+    assert "@example.invalid" not in text and "+1-202-555" not in text
+    languages = {json.loads(line)["language"] for line in lines}
+    assert languages <= {"en", "zh-CN"}

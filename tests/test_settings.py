@@ -1,0 +1,65 @@
+"""Settings: one typed object from base.yaml + a profile + environment, failing fast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from configs.settings import SettingsError, load_settings, tool_environment
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_kentucky_profile_overrides_base_and_environment_sets_paths(tmp_path):
+    s = load_settings(REPO / "configs/kentucky.yaml",
+                      environ={"FOREWARN_DATA_DIR": "/data/x", "FOREWARN_HOME": str(tmp_path)})
+    assert s.profile == "kentucky"
+    assert s.areas.states == ("21", "51")
+    assert s.customers.timezone_by_area["21227"] == "America/Chicago"  # Warren County, KY
+    assert s.paths.data_dir == Path("/data/x")
+    assert s.tracking_uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert s.paths.outbox_url.endswith(f"{tmp_path.name}/outbox.db")
+    assert s.mirror_dir == tmp_path / "meteostat"
+    env = tool_environment(s)
+    assert env["PREFECT_HOME"] == str(tmp_path.resolve() / "prefect")
+    assert env["MS_NETWORK_MAX_RETRIES"] == "0"
+
+
+def test_defaults_without_environment():
+    s = load_settings(environ={})
+    assert s.paths.data_dir == Path("../shared/data")
+    assert s.paths.home == Path(".forewarn")
+    assert s.mlflow.tracking_uri is None
+
+
+def test_tracking_uri_from_environment():
+    s = load_settings(environ={"FOREWARN_MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"})
+    assert s.tracking_uri == "http://127.0.0.1:5000"
+
+
+def test_test_period_must_follow_training(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  test_start: 2022-06-01T00:00:00Z\n")
+    with pytest.raises(SettingsError, match="test period must be later"):
+        load_settings(bad, environ={})
+
+
+def test_unknown_keys_and_bad_values_are_named(tmp_path):
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("windows:\n  min_probabilty: 0.3\n")
+    with pytest.raises(SettingsError, match="windows.min_probabilty"):
+        load_settings(bad, environ={})
+    shares = tmp_path / "shares.yaml"
+    shares.write_text("customers:\n  segment_shares: {residential: 0.5, commercial: 0.1}\n")
+    with pytest.raises(SettingsError, match="sum to 1"):
+        load_settings(shares, environ={})
+
+
+def test_missing_profile_and_broken_yaml(tmp_path):
+    with pytest.raises(SettingsError, match="config file not found"):
+        load_settings(tmp_path / "nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("areas: [unclosed\n")
+    with pytest.raises(SettingsError, match="not valid YAML"):
+        load_settings(broken)
