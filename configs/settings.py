@@ -246,6 +246,18 @@ class Settings(_Section):
     def data_path(self, relative: str) -> Path:
         return self.paths.data_dir / relative
 
+    def input_files(self) -> dict[str, Path]:
+        """Every input file the nightly job reads, by setting name."""
+        files = {
+            "outages.events_file": self.outages.events_file,
+            "outages.snapshots_file": self.outages.snapshots_file,
+            "customers.counts_file": self.customers.counts_file,
+            "areas.counties_file": self.areas.counties_file,
+        }
+        if self.weather.mode == "local":
+            files["weather.noaa_daily_file"] = self.weather.noaa_daily_file
+        return {name: self.data_path(rel) for name, rel in files.items()}
+
     @property
     def tracking_uri(self) -> str:
         return self.mlflow.tracking_uri or f"sqlite:///{(self.paths.home / 'mlflow.db').resolve()}"

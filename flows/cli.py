@@ -41,17 +41,54 @@ def _setup(config: Path) -> Settings:
         raise _Failure(_one_line(exc)) from exc
     if not cfg.paths.data_dir.is_dir():
         raise _Failure(f"data directory not found: {cfg.paths.data_dir} (set FOREWARN_DATA_DIR)")
+    missing = [f"{name} = {path}" for name, path in cfg.input_files().items() if not path.is_file()]
+    if missing:
+        raise _Failure(f"input file not found: {', '.join(missing)} (data directory "
+                       f"{cfg.paths.data_dir}; set FOREWARN_DATA_DIR or fix the profile {config})")
     cfg.paths.home.mkdir(parents=True, exist_ok=True)
     for key, value in tool_environment(cfg).items():
         os.environ.setdefault(key, value)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_file = cfg.paths.home / "logs" / "forewarn.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    full = logging.FileHandler(log_file, encoding="utf-8")
+    full.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().handlers.insert(0, full)  # before the console strips tracebacks
+    failures = logging.getLogger("forewarn.failures")
+    failures.propagate = False
+    failures.addHandler(full)
     for noisy in ("great_expectations", "great_expectations.data_context.types.base", "alembic",
                   "mlflow", "httpx", "distributed"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return cfg
 
 
+class _NoTraceback(logging.Filter):
+    """Console handlers show what failed in one line; the traceback goes to the log file."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info or record.exc_text:
+            record.exc_info = None
+            record.exc_text = None
+            record.msg = str(record.msg).split("\n", 1)[0]
+        return True
+
+
+def _tracebacks_to_file_only() -> None:
+    """Prefect logs failed task and flow runs with their traceback on the console; keep the
+    console to one line per failure (the full text is in <home>/logs/forewarn.log)."""
+    strip = _NoTraceback()
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(
+                    handler, logging.FileHandler):
+                handler.addFilter(strip)
+
+
 def _fail(exc: BaseException) -> None:
+    failures = logging.getLogger("forewarn.failures")
+    if failures.handlers:  # the log file exists once the settings were read
+        failures.error("run failed", exc_info=exc)
     typer.echo(f"forewarn: error: {_one_line(exc)}", err=True)
     raise typer.Exit(code=2)
 
@@ -80,6 +117,7 @@ def nightly(
         cfg = _setup(config)
         from flows.nightly import nightly as nightly_flow
 
+        _tracebacks_to_file_only()
         manifest = nightly_flow(cfg, as_of=as_of, out=out)
     except _known_errors() as exc:
         _fail(exc)

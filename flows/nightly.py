@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import State
 
 from configs.settings import Settings
 from features import columns as C
@@ -41,15 +42,35 @@ log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------ tasks (one function each)
 # NO_CACHE: a nightly run must recompute from today's inputs, and hashing multi-million-row
-# frames for cache keys would cost more than it saves.
+# frames for cache keys would cost more than it saves. Retries are for I/O failures only: a
+# broken file or a bug fails the same way every time.
 
 
-@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def io_failure(task: object, task_run: object, state: State) -> bool:
+    """Prefect retry condition: retry only when the task failed on I/O (disk, network,
+    database), never on bad data (ContractError) or a bug."""
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        state.result()
+    except FileNotFoundError:
+        return False
+    except (OSError, OperationalError):
+        return True
+    except Exception:  # noqa: BLE001 - any other failure is not worth a retry
+        return False
+    return False
+
+
+IO = {"retry_condition_fn": io_failure, "cache_policy": NO_CACHE}
+
+
+@task(retries=2, retry_delay_seconds=5, **IO)
 def load_outages(cfg: Settings) -> OutageHistory:
     return load_outage_history(cfg.outages, cfg.paths.data_dir, cfg.paths.quarantine_dir)
 
 
-@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=5, **IO)
 def load_weather(cfg: Settings, start: date, end: date) -> tuple[pd.DataFrame, dict]:
     contract: dict = {}
     if cfg.weather.mode == "local":
@@ -62,7 +83,7 @@ def load_weather(cfg: Settings, start: date, end: date) -> tuple[pd.DataFrame, d
     return load_daily_weather(cfg.weather, cfg.mirror_dir, start, end), contract
 
 
-@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=5, **IO)
 def load_reference(cfg: Settings) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     counts, result = read_customer_counts_checked(
         cfg.data_path(cfg.customers.counts_file), cfg.paths.quarantine_dir)
@@ -81,7 +102,7 @@ def train(data: Dataset, cfg: Settings) -> tuple[RiskModel, dict]:
     return fit_and_evaluate(data, cfg.features, cfg.model)
 
 
-@task(retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(retries=1, retry_delay_seconds=5, **IO)
 def register(model: RiskModel, metrics: dict, data: Dataset, cfg: Settings) -> dict[str, str]:
     return log_and_register(
         model,
@@ -102,7 +123,7 @@ def register(model: RiskModel, metrics: dict, data: Dataset, cfg: Settings) -> d
     )
 
 
-@task(retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(retries=1, retry_delay_seconds=5, **IO)
 def champion(cfg: Settings) -> tuple[RiskModel, str]:
     return load_champion(cfg.tracking_uri, cfg.mlflow.model_name)
 
@@ -129,20 +150,20 @@ def advise(windows: pd.DataFrame, customers: pd.DataFrame, as_of: pd.Timestamp,
     return decide_advisories(windows, customers, cfg.advisories, as_of)
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=2, **IO)
 def enqueue_advisories(advisories: list, cfg: Settings) -> dict[str, int]:
     result = enqueue(cfg.paths.outbox_url, advisories)
     return {"inserted": result.inserted, "duplicates": result.duplicates}
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=2, **IO)
 def publish(run_dir: Path, windows: pd.DataFrame, hourly: pd.DataFrame, advisories: list,
             metrics: dict) -> dict[str, str]:
     return write_outputs(run_dir, windows=windows, hourly=hourly,
                          advisories=[a.to_dict() for a in advisories], metrics=metrics)
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=2, **IO)
 def finish(run_dir: Path, manifest: dict[str, Any]) -> Path:
     return write_manifest(run_dir, manifest)
 
