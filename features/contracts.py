@@ -372,6 +372,10 @@ def _gx() -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import great_expectations as gx
+    # says "Created temporary directory ... for ephemeral docs site" at INFO on every check
+    docs_logger = logging.getLogger("great_expectations.data_context.types.base")
+    if docs_logger.level in (logging.NOTSET, logging.INFO):
+        docs_logger.setLevel(logging.WARNING)
     return gx
 
 

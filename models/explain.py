@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -83,11 +84,13 @@ def top_drivers(contrib: pd.Series, values: pd.Series, k: int) -> list[dict]:
 
 @dataclass(frozen=True)
 class Explanations:
-    """Contributions and feature values of scored rows (same index as the hourly risk)."""
+    """Explains scored rows on demand (contributions cost ~2 ms a row, and only the peak
+    hours of risk windows need them). ``rows`` has the same index as the hourly risk."""
 
-    contributions: pd.DataFrame
-    values: pd.DataFrame
+    rows: pd.DataFrame  # feature rows as scored, with AREA
+    contributions: Callable[[pd.DataFrame], pd.DataFrame]  # e.g. RiskModel.contributions
 
     def drivers(self, row: int, k: int) -> list[dict]:
         """Top drivers of the scored row with index label ``row``."""
-        return top_drivers(self.contributions.loc[row], self.values.loc[row], k)
+        one = self.rows.loc[[row]]
+        return top_drivers(self.contributions(one).iloc[0], one.iloc[0], k)

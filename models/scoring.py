@@ -46,7 +46,7 @@ def score_horizon(
         }
     )
     hourly["lift"] = hourly[C.PROB] / np.maximum(hourly[C.CLIMATOLOGY], 1e-9)
-    return hourly, Explanations(model.contributions(rows), rows[model.feature_names])
+    return hourly, Explanations(rows, model.contributions)
 
 
 def evaluate_model(model: RiskModel, test_rows: pd.DataFrame) -> dict:

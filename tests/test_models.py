@@ -130,9 +130,8 @@ def _hourly(probs: dict[str, list[float]], clim: float = 0.05, per_hour: float =
             rows.append({C.AREA: area, C.TS: t0 + pd.Timedelta(hours=k), C.ISSUE_TS: t0,
                          C.PROB: p, C.CLIMATOLOGY: clim, C.EXPECTED_CUSTOMERS: p * per_hour})
     hourly = pd.DataFrame(rows)
-    contrib = pd.DataFrame({"wx_prcp_mm": 0.4}, index=hourly.index)
     values = pd.DataFrame({"wx_prcp_mm": 30.0}, index=hourly.index)
-    return hourly, Explanations(contrib, values)
+    return hourly, Explanations(values, lambda r: pd.DataFrame({"wx_prcp_mm": 0.4}, index=r.index))
 
 
 AREAS = pd.DataFrame({C.AREA: ["X", "Y"], C.AREA_NAME: ["X County", "Y County"],
