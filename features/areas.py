@@ -104,9 +104,10 @@ def build_areas(
         county_name = areas[C.EV_COUNTY].map(names[C.AREA_NAME]).fillna("")
         areas[C.AREA_NAME] = county_name + " (" + areas[C.AREA].astype(str) + ")"
     areas[C.CUSTOMERS_SERVED] = areas[C.CUSTOMERS_SERVED].round().astype("int64")
-    areas[C.TIMEZONE] = areas[C.EV_COUNTY].map(customers_cfg.timezone_by_area).fillna(
-        customers_cfg.default_timezone
-    )
+    # a plain lookup: Series.map({}) on a "string" column gives all-NaN doubles that reject
+    # fillna with a string, so an empty timezone_by_area used to crash here
+    tz_by_county, default_tz = customers_cfg.timezone_by_area, customers_cfg.default_timezone
+    areas[C.TIMEZONE] = [tz_by_county.get(str(c), default_tz) for c in areas[C.EV_COUNTY]]
     areas = areas[areas["n_events"] >= cfg.min_events]
     cols = [C.AREA, C.AREA_NAME, C.AREA_LAT, C.AREA_LON, C.CUSTOMERS_SERVED, C.TIMEZONE,
             C.EV_COUNTY, "n_events"]

@@ -55,6 +55,7 @@ LGEKU_EVENTS_SUITE = Suite(
         Rule("lat", "not_null", hint="records need a position to be placed in an area"),
         Rule("cust_affected_max", "between", min=0, max=2_000_000, hint="customers is a count"),
         Rule("_end_ok", "in_set", values=(True,), hint="restoration seen before the outage began"),
+        Rule("_end_parsed", "in_set", values=(True,), hint=ISO_HINT + " (removed_seen_utc)"),
     ),
 )
 
@@ -109,8 +110,8 @@ def read_lgeku_events(
     suite = replace(LGEKU_EVENTS_SUITE, max_quarantine_share=cfg.max_quarantine_share)
     missing = [c for c in ("reported_start_time", "reported_start_time_last", "first_seen_utc",
                            "removed_seen_utc") if c not in raw.columns]
-    if missing:  # let the contract name every missing column at once
-        _, result = check(raw, suite, source=path, quarantine_dir=quarantine_dir)
+    if missing:  # let the contract name every missing file column at once (not the derived ones)
+        check(raw, replace(suite, rules=()), source=path, quarantine_dir=quarantine_dir)
     starts = pd.concat(
         [_utc(raw["reported_start_time"]), _utc(raw["reported_start_time_last"]),
          _utc(raw["first_seen_utc"])],
@@ -123,6 +124,7 @@ def read_lgeku_events(
         _end=_utc(raw["removed_seen_utc"]),
     )
     checked["_end_ok"] = ~(checked["_end"] < checked["_start"])
+    checked["_end_parsed"] = raw["removed_seen_utc"].isna() | checked["_end"].notna()
     good, result = check(checked, suite, source=path, quarantine_dir=quarantine_dir)
     return lgeku_to_generic(good, cfg), result
 
