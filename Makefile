@@ -6,6 +6,9 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 CONFIG ?= configs/kentucky.yaml
+# The eve of the 2 July 2023 storms (45,828 customers out); AS_OF= (empty) gives the default,
+# the latest hour with history and weather for the whole horizon (a quiet late December).
+AS_OF ?= 2023-07-01T00:00:00Z
 export UV_PYTHON := $(PYTHON)
 export FOREWARN_DATA_DIR ?= $(abspath ../shared/data)
 

@@ -18,6 +18,18 @@ WINDOW_COLUMNS = [
 ]
 
 
+def empty_windows() -> pd.DataFrame:
+    """A frame with no windows but the columns and dtypes of one that has some."""
+    utc = "datetime64[ns, UTC]"
+    dtypes = {"window_id": "object", C.AREA: "object", C.AREA_NAME: "object", "start": utc,
+              "end": utc, "hours": "int64", "peak_prob": "float64", "mean_prob": "float64",
+              "peak_ts": utc, "peak_lift": "float64", C.EXPECTED_CUSTOMERS: "float64",
+              C.CUSTOMERS_SERVED: "int64", "drivers": "object", "rank": "int64",
+              "model_version": "object", "run_id": "object", "weather_source": "object",
+              C.ISSUE_TS: utc}
+    return pd.DataFrame({c: pd.Series(dtype=dtypes[c]) for c in WINDOW_COLUMNS})
+
+
 def _window_id(area: str, start: pd.Timestamp, issue: pd.Timestamp) -> str:
     key = f"{area}|{start.isoformat()}|{issue.isoformat()}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -48,7 +60,7 @@ def build_windows(
     """
     hot = hourly[hot_hours(hourly, cfg)].sort_values([C.AREA, C.TS])
     if hot.empty:
-        return pd.DataFrame(columns=WINDOW_COLUMNS)
+        return empty_windows()
     gap = hot.groupby(C.AREA)[C.TS].diff() > pd.Timedelta(hours=cfg.max_gap_h + 1)
     new_area = hot[C.AREA] != hot[C.AREA].shift()
     run = (gap | new_area).cumsum()
@@ -87,7 +99,7 @@ def build_windows(
             }
         )
     if not rows:
-        return pd.DataFrame(columns=WINDOW_COLUMNS)
+        return empty_windows()
     out = pd.DataFrame(rows).sort_values(
         [C.EXPECTED_CUSTOMERS, "peak_prob", C.AREA], ascending=[False, False, True]
     )

@@ -163,7 +163,15 @@ def test_windows_merge_short_gaps_rank_by_customers_and_cap_at_customers_served(
 def test_windows_need_risk_above_the_usual_rate_too():
     hourly, expl = _hourly({"Y": [0.5, 0.5, 0.5]}, clim=0.45)
     cfg = WindowSettings(min_probability=0.2, min_lift=1.5)
-    assert build_windows(hourly, AREAS, expl, cfg, META).empty
+    none = build_windows(hourly, AREAS, expl, cfg, META)
+    assert none.empty and str(none["start"].dtype) == "datetime64[ns, UTC]"
+    from serving.advisories import decide_advisories
+
+    policy = load_settings().advisories
+    customers = pd.DataFrame({"customer_id": ["c1"], C.AREA: ["Y"], "segment": ["critical"],
+                              "channels": [("sms",)], "language": ["en"],
+                              C.TIMEZONE: ["America/New_York"], "synthetic": [True]})
+    assert decide_advisories(none, customers, policy, pd.Timestamp("2023-06-25", tz="UTC")) == []
     cfg_no_lift = WindowSettings(min_probability=0.2, min_lift=0.0)
     w = build_windows(hourly, AREAS, expl, cfg_no_lift, META)
     assert len(w) == 1 and w["hours"].iloc[0] == 3
