@@ -263,6 +263,11 @@ class Settings(_Section):
         return self.mlflow.tracking_uri or f"sqlite:///{(self.paths.home / 'mlflow.db').resolve()}"
 
     @property
+    def artifact_location(self) -> str:
+        """Where MLflow stores models and artifacts of new experiments (under the home)."""
+        return (self.paths.home / "mlartifacts").resolve().as_uri()
+
+    @property
     def mirror_dir(self) -> Path:
         return self.weather.mirror_dir or (self.paths.home / "meteostat")
 

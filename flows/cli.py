@@ -191,7 +191,7 @@ def ui(
         _fail(exc)
         return
     store = cfg.tracking_uri
-    artifacts = str((cfg.paths.home / "mlartifacts").resolve())
+    artifacts = cfg.artifact_location
     typer.echo(f"MLflow UI on http://127.0.0.1:{port} (store {store})")
     os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1",
                                "--port", str(port), "--backend-store-uri", store,

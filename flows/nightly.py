@@ -109,6 +109,7 @@ def register(model: RiskModel, metrics: dict, data: Dataset, cfg: Settings) -> d
         tracking_uri=cfg.tracking_uri,
         experiment=cfg.mlflow.experiment,
         model_name=cfg.mlflow.model_name,
+        artifact_location=cfg.artifact_location,
         params={"profile": cfg.profile, "area_kind": cfg.areas.kind, "areas": len(data.areas),
                 "features": ",".join(model.feature_names), **model.info,
                 **{f"lgbm_{k}": v for k, v in cfg.model.lgbm_params.items()},

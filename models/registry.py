@@ -48,6 +48,7 @@ def log_and_register(
     tracking_uri: str,
     experiment: str,
     model_name: str,
+    artifact_location: str,
     params: dict[str, Any],
     metrics: dict[str, Any],
     artifacts: dict[str, Any],
@@ -56,12 +57,18 @@ def log_and_register(
     """Log a training run (params, flattened metrics, JSON artifacts, the model as an MLflow
     pyfunc), register it under ``model_name`` and point the ``champion`` alias at it.
 
-    Returns run_id, model_version and model_uri.
+    A new experiment keeps its artifacts at ``artifact_location``. Returns run_id,
+    model_version and model_uri.
     """
     import mlflow
     from mlflow import MlflowClient
 
     mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    if client.get_experiment_by_name(experiment) is None:
+        # without a location MLflow would write artifacts to ./mlruns of whatever folder
+        # the job runs in
+        client.create_experiment(experiment, artifact_location=artifact_location)
     mlflow.set_experiment(experiment)
     flat: dict[str, float] = {}
     _flatten("", metrics, flat)
@@ -80,7 +87,6 @@ def log_and_register(
             warnings.filterwarnings("ignore", category=UserWarning, message=".*[Tt]ype hint")
             info = _log_pyfunc(mlflow, bundle, model_name)
         run_id = run.info.run_id
-    client = MlflowClient(tracking_uri=tracking_uri)
     version = str(info.registered_model_version)
     client.set_registered_model_alias(model_name, CHAMPION, version)
     client.set_model_version_tag(model_name, version, "metrics", json.dumps(

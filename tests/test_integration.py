@@ -116,6 +116,8 @@ def test_model_is_registered_as_champion_in_mlflow(two_runs, slice_settings):
     champion = client.get_model_version_by_alias("forewarn-risk", "champion")
     assert str(champion.version) == second["model"]["version"] == "2"
     run = client.get_run(first["model"]["mlflow_run_id"])
+    assert run.info.artifact_uri.startswith(slice_settings.artifact_location)
+    assert not (Path.cwd() / "mlruns").exists()
     assert run.data.metrics["overall_model_roc_auc"] == pytest.approx(
         first["metrics_overall"]["model_roc_auc"])
     assert "overall_climatology_brier" in run.data.metrics
