@@ -36,6 +36,10 @@ test-fast: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy configs features models serving flows
+
+bench: setup
+	$(VENV)/bin/python bench/bench_pipeline.py --config $(CONFIG)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .forewarn .pytest_cache .ruff_cache

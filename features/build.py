@@ -65,10 +65,10 @@ class Climatology:
         global_rate = float(pos.sum() / max(n.sum(), 1.0))
         area_rate = (pos.sum(axis=1) + global_rate * strength) / (n.sum(axis=1) + strength)
         rate = (pos_k + area_rate[:, None] * strength) / (n_k + strength)
-        a, k = np.meshgrid(np.arange(len(panel.area_ids)), np.arange(288), indexing="ij")
+        ai, ki = np.meshgrid(np.arange(len(panel.area_ids)), np.arange(288), indexing="ij")
         table = pd.DataFrame(
-            {C.AREA: panel.area_ids[a.ravel()], "month": k.ravel() // 24 + 1,
-             "hour": k.ravel() % 24, "rate": rate.ravel()}
+            {C.AREA: panel.area_ids[ai.ravel()], "month": ki.ravel() // 24 + 1,
+             "hour": ki.ravel() % 24, "rate": rate.ravel()}
         )
         return cls(table, pd.Series(area_rate, index=panel.area_ids), global_rate)
 

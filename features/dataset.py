@@ -27,7 +27,7 @@ class Dataset:
         known = labels[~pd.isna(labels)]
         return {
             "areas": len(self.areas),
-            "hours": len(self.panel.hours),
+            "hours": int((self.panel.hours < self.panel.history_end).sum()),
             "history_start": str(self.panel.hours[0]),
             "history_end": str(self.panel.history_end),
             "observed_hours": int(self.panel.observed.sum()),

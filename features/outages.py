@@ -95,7 +95,7 @@ def _read_csv(path: Path, **kwargs: object) -> pd.DataFrame:
     if not path.is_file():
         raise ContractError(f"input file not found: {path} (check FOREWARN_DATA_DIR / the profile)")
     try:
-        return pd.read_csv(path, low_memory=False, **kwargs)  # type: ignore[call-overload]
+        return pd.read_csv(path, low_memory=False, **kwargs)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise ContractError(f"cannot read {path}: {exc}") from exc
 

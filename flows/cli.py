@@ -115,6 +115,8 @@ def nightly(
     """
     try:
         cfg = _setup(config)
+        if as_of is not None:
+            as_of = _check_as_of(as_of)
         from flows.nightly import nightly as nightly_flow
 
         _tracebacks_to_file_only()
@@ -123,6 +125,21 @@ def nightly(
         _fail(exc)
         return
     _report(manifest)
+
+
+def _check_as_of(text: str) -> str:
+    """The as-of time as ISO-8601 UTC, or a one-line error before any data is read."""
+    import pandas as pd
+
+    try:
+        ts = pd.Timestamp(text)
+    except ValueError as exc:
+        raise _Failure(f"--as-of {text!r} is not a time; use ISO-8601 like "
+                       "2023-07-01T00:00:00Z") from exc
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    if ts != ts.floor("h"):
+        raise _Failure(f"--as-of {text!r} must be on the hour (UTC), e.g. {ts.floor('h'):%Y-%m-%dT%H:00:00Z}")
+    return ts.isoformat()
 
 
 def _report(m: dict[str, Any]) -> None:

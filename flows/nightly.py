@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
@@ -62,15 +62,12 @@ def io_failure(task: object, task_run: object, state: State) -> bool:
     return False
 
 
-IO = {"retry_condition_fn": io_failure, "cache_policy": NO_CACHE}
-
-
-@task(retries=2, retry_delay_seconds=5, **IO)
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
 def load_outages(cfg: Settings) -> OutageHistory:
     return load_outage_history(cfg.outages, cfg.paths.data_dir, cfg.paths.quarantine_dir)
 
 
-@task(retries=2, retry_delay_seconds=5, **IO)
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
 def load_weather(cfg: Settings, start: date, end: date) -> tuple[pd.DataFrame, dict]:
     contract: dict = {}
     if cfg.weather.mode == "local":
@@ -83,7 +80,7 @@ def load_weather(cfg: Settings, start: date, end: date) -> tuple[pd.DataFrame, d
     return load_daily_weather(cfg.weather, cfg.mirror_dir, start, end), contract
 
 
-@task(retries=2, retry_delay_seconds=5, **IO)
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
 def load_reference(cfg: Settings) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     counts, result = read_customer_counts_checked(
         cfg.data_path(cfg.customers.counts_file), cfg.paths.quarantine_dir)
@@ -102,7 +99,7 @@ def train(data: Dataset, cfg: Settings) -> tuple[RiskModel, dict]:
     return fit_and_evaluate(data, cfg.features, cfg.model)
 
 
-@task(retries=1, retry_delay_seconds=5, **IO)
+@task(retries=1, retry_delay_seconds=5, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
 def register(model: RiskModel, metrics: dict, data: Dataset, cfg: Settings) -> dict[str, str]:
     return log_and_register(
         model,
@@ -124,7 +121,7 @@ def register(model: RiskModel, metrics: dict, data: Dataset, cfg: Settings) -> d
     )
 
 
-@task(retries=1, retry_delay_seconds=5, **IO)
+@task(retries=1, retry_delay_seconds=5, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
 def champion(cfg: Settings) -> tuple[RiskModel, str]:
     return load_champion(cfg.tracking_uri, cfg.mlflow.model_name)
 
@@ -151,20 +148,20 @@ def advise(windows: pd.DataFrame, customers: pd.DataFrame, as_of: pd.Timestamp,
     return decide_advisories(windows, customers, cfg.advisories, as_of)
 
 
-@task(retries=2, retry_delay_seconds=2, **IO)
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
 def enqueue_advisories(advisories: list, cfg: Settings) -> dict[str, int]:
     result = enqueue(cfg.paths.outbox_url, advisories)
     return {"inserted": result.inserted, "duplicates": result.duplicates}
 
 
-@task(retries=2, retry_delay_seconds=2, **IO)
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
 def publish(run_dir: Path, windows: pd.DataFrame, hourly: pd.DataFrame, advisories: list,
             metrics: dict) -> dict[str, str]:
     return write_outputs(run_dir, windows=windows, hourly=hourly,
                          advisories=[a.to_dict() for a in advisories], metrics=metrics)
 
 
-@task(retries=2, retry_delay_seconds=2, **IO)
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
 def finish(run_dir: Path, manifest: dict[str, Any]) -> Path:
     return write_manifest(run_dir, manifest)
 
@@ -247,8 +244,9 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
         "dataset": data.summary,
         "metrics_overall": metrics["overall"],
         "training": metrics["training"],
-        "windows": len(windows),
-        "customers": {"synthetic": True, "registry_size": len(customers)},
+        # pandas has no type stubs here, so mypy sees Prefect's coroutine overload
+        "windows": len(cast(pd.DataFrame, windows)),
+        "customers": {"synthetic": True, "registry_size": len(cast(pd.DataFrame, customers))},
         "advisories": {"decided": len(advisories), **outbox},
         "outputs": checksums,
         "timings_s": timings,

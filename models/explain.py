@@ -44,6 +44,9 @@ PHRASES: dict[str, tuple[str, str] | None] = {
 FLAGS = {"wx_heavy_rain", "wx_freezing_precip", "wx_hot", "wx_heavy_snow"}
 # Features that say "this is how it usually is here"; they explain a risk only when nothing
 # specific to the coming days raised it.
+# A driver must move the log-odds at least this much to be told to a customer: smaller pushes
+# ("daily rain 1 mm") are noise in words even when they are the largest ones.
+MIN_CONTRIBUTION = 0.05
 BACKGROUND = {"clim_rate", "month", "hour_utc", "dow", "area_rate", "log_customers_served"}
 
 
@@ -64,7 +67,7 @@ def top_drivers(contrib: pd.Series, values: pd.Series, k: int) -> list[dict]:
     """The k features that raised this prediction most (positive contributions, log-odds),
     with their value and words in both languages. Weather and recent outages come before the
     background (season, time of day, the area's usual rate); repeated phrases show once."""
-    ranked = contrib[contrib > 0].sort_values(ascending=False)
+    ranked = contrib[contrib >= MIN_CONTRIBUTION].sort_values(ascending=False)
     specific = [f for f in ranked.index if f not in BACKGROUND]
     background = [f for f in ranked.index if f in BACKGROUND]
     out: list[dict] = []

@@ -21,14 +21,14 @@ BUNDLE = "risk_model.pkl"
 def _pyfunc_class() -> type:
     import mlflow.pyfunc
 
-    class RiskModelPyfunc(mlflow.pyfunc.PythonModel):
+    class RiskModelPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
         """Serves a pickled :class:`RiskModel`: predict() returns outage probabilities."""
 
-        def load_context(self, context):  # type: ignore[no-untyped-def]
+        def load_context(self, context):
             with open(context.artifacts["bundle"], "rb") as fh:
                 self.model = pickle.load(fh)
 
-        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        def predict(self, context, model_input, params=None):
             return self.model.predict(model_input)
 
     return RiskModelPyfunc
@@ -104,7 +104,9 @@ def load_champion(tracking_uri: str, model_name: str) -> tuple[RiskModel, str]:
     mlflow.set_tracking_uri(tracking_uri)
     version = MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(
         model_name, CHAMPION).version
-    loaded = mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, message=".*[Tt]ype hint")
+        loaded = mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}")
     return loaded.unwrap_python_model().model, str(version)
 
 

@@ -4,7 +4,9 @@ has enough positive hours and its own model beats the pooled one on the validati
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
@@ -55,10 +57,12 @@ class RiskModel:
         kinds = self.kinds(areas)
         pooled = kinds == POOLED
         if pooled.any():
-            out[pooled] = self.pooled.predict(x[pooled], pred_contrib=contrib).reshape(-1, width)
+            out[pooled] = np.asarray(
+                self.pooled.predict(x[pooled], pred_contrib=contrib)).reshape(-1, width)
         for area in np.unique(areas[~pooled]):
             sel = areas == area
-            out[sel] = self.per_area[area].predict(x[sel], pred_contrib=contrib).reshape(-1, width)
+            out[sel] = np.asarray(
+                self.per_area[area].predict(x[sel], pred_contrib=contrib)).reshape(-1, width)
         return out
 
 
@@ -67,7 +71,7 @@ def _fit(
     cfg: ModelSettings,
 ) -> lgb.Booster:
     train = lgb.Dataset(x, y, params={"verbose": -1}, free_raw_data=True)
-    callbacks = [lgb.log_evaluation(0)]
+    callbacks: list[Callable[..., Any]] = [lgb.log_evaluation(0)]
     valid_sets = []
     if len(yv) and len(np.unique(yv)) == 2:
         valid_sets = [lgb.Dataset(xv, yv, reference=train)]
@@ -113,8 +117,9 @@ def train_risk_model(
             decisions[area] = "pooled: no usable validation rows"
             continue
         own = _fit(area_params, x[tr], y[tr], x[va], y[va], cfg)
-        own_loss = _logloss(y[va], own.predict(x[va].to_numpy(dtype="float32")))
-        pooled_loss = _logloss(y[va], pooled.predict(x[va].to_numpy(dtype="float32")))
+        xv = x[va].to_numpy(dtype="float32")
+        own_loss = _logloss(y[va], np.asarray(own.predict(xv)))
+        pooled_loss = _logloss(y[va], np.asarray(pooled.predict(xv)))
         if own_loss < pooled_loss:
             per_area[area] = own
             decisions[area] = f"per-area: valid log-loss {own_loss:.4f} < pooled {pooled_loss:.4f}"

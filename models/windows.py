@@ -51,7 +51,8 @@ def build_windows(
     meta: dict[str, str],
 ) -> pd.DataFrame:
     """Maximal runs of hot hours per area (runs split by at most ``max_gap_h`` cool hours are
-    merged), ranked by expected customers affected.
+    merged), ranked by expected customers affected. ``mean_prob`` and the expected customers
+    cover every hour from start to end, the merged cooler hours included.
 
     ``hourly`` holds AREA, TS, ISSUE_TS, PROB, CLIMATOLOGY, EXPECTED_CUSTOMERS (per hour);
     ``explanations`` gives the drivers of each hourly row (the peak hour's are shown);

@@ -166,8 +166,9 @@ def _insert_missing(conn: Connection, rows: list[dict[str, Any]]) -> int:
 def _engine(url: str) -> Iterator[Engine]:
     """An engine for ``url`` (the folder of a SQLite file is created), disposed after use."""
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    database = parsed.database
+    if parsed.get_backend_name() == "sqlite" and database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url)
     try:
         yield engine

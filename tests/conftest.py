@@ -62,3 +62,10 @@ def real_history(kentucky_settings, session_tmp):
     return load_outage_history(
         kentucky_settings.outages, kentucky_settings.paths.data_dir, session_tmp / "quarantine"
     )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove the session's temporary folder (Prefect database, MLflow store, outputs)."""
+    import shutil
+
+    shutil.rmtree(_TMP, ignore_errors=True)
