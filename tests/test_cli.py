@@ -232,3 +232,23 @@ def test_nightly_end_to_end_reports_a_broken_events_file_in_one_line(data: Path)
     assert reasons[0].startswith(
         f"forewarn: error: data contract 'lgeku_events' failed for {data / events_file}; "
         "missing columns: 'first_seen_utc'; columns present: ")
+
+
+def test_weather_mirror_command_writes_meteostat_files(tmp_path, data_dir):
+    """`forewarn weather-mirror` converts the NOAA file into meteostat's layout under the
+    home and reports the contract in JSON."""
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    env = {"FOREWARN_HOME": str(tmp_path / "home"), "FOREWARN_DATA_DIR": str(data_dir)}
+    result = CliRunner().invoke(app, ["weather-mirror", "--start-year", "2022",
+                                      "--end-year", "2023"], env=env)
+    assert result.exit_code == 0, result.output
+    report = _json.loads(result.stdout[result.stdout.index("{"):])
+    assert report["files"] == 2
+    assert report["contract"]["rows_quarantined"] == 0
+    files = sorted((tmp_path / "home" / "meteostat" / "daily").glob("*/72422.csv.gz"))
+    assert [f.parent.name for f in files] == ["2022", "2023"]

@@ -138,3 +138,35 @@ def test_rerun_enqueues_nothing_twice_and_leaks_no_contact_details(two_runs, sli
     assert "@example.invalid" not in text and "+1-202-555" not in text
     languages = {json.loads(line)["language"] for line in lines}
     assert languages <= {"en", "zh-CN"}
+
+
+def test_bad_rows_are_quarantined_and_counted_in_the_manifest(
+    prefect_api, slice_settings, data_dir, tmp_path
+):
+    """Rows with an impossible position are set aside, written to the quarantine file and
+    counted in run.json; the run still completes."""
+    from flows.nightly import nightly
+
+    events_rel = slice_settings.outages.events_file
+    mirror = tmp_path / "data"
+    for child in data_dir.iterdir():
+        (mirror / child.name).mkdir(parents=True) if child.name == Path(events_rel).parts[0] \
+            else (mirror / child.name).symlink_to(child)
+    for f in (data_dir / Path(events_rel).parent).iterdir():
+        (mirror / Path(events_rel).parent / f.name).symlink_to(f)
+    raw = pd.read_csv(data_dir / events_rel, dtype=str)
+    broken = raw.index[raw["county_fips_derived"] == "21067"][:25]  # Fayette records
+    raw.loc[broken, "lat"] = "999"
+    target = mirror / events_rel
+    target.unlink()
+    raw.to_csv(target, index=False, compression="gzip")
+    cfg = slice_settings.model_copy(update={"paths": slice_settings.paths.model_copy(
+        update={"data_dir": mirror, "home": tmp_path / "home"})})
+    manifest = nightly(cfg, as_of=AS_OF, out=tmp_path / "runs")
+    assert manifest["quarantined_rows"] == 25
+    [events_contract] = [c for c in manifest["contracts"] if c["suite"] == "lgeku_events"]
+    assert events_contract["rows_quarantined"] == 25
+    assert events_contract["failures"][0]["column"] == "lat"
+    quarantined = pd.read_csv(events_contract["quarantine_file"], dtype=str)
+    assert set(quarantined["record_key"]) == set(raw.loc[broken, "record_key"])
+    assert (quarantined["lat"].astype(float) == 999).all()
