@@ -31,7 +31,7 @@ WEATHER = (
 def history_features(windows: tuple[int, ...]) -> tuple[str, ...]:
     area = tuple(f"hist_n_{w}h" for w in windows)
     return area + ("hist_terr_n_24h", "hist_terr_n_72h", "hist_hours_since_last",
-                   "hist_observed_share_168h")
+                   "hist_observed_share_168h", "hist_open_now", "hist_terr_customers_out")
 
 
 def feature_names(cfg: FeatureSettings) -> list[str]:
@@ -176,6 +176,13 @@ def make_rows(
                                             np.minimum(since, 24 * 90))
     lo = np.maximum(issue_idx - 168, 0)
     out["hist_observed_share_168h"] = (obs[issue_idx] - obs[lo]) / np.maximum(issue_idx - lo, 1)
+    # the map at the issue time: outages open in the area, customers out territory-wide
+    if panel.open_outages is not None and panel.open_customers is not None:
+        out["hist_open_now"] = panel.open_outages[area_idx, issue_idx]
+        out["hist_terr_customers_out"] = panel.open_customers.sum(axis=0)[issue_idx]
+    else:
+        out["hist_open_now"] = np.full(len(area_idx), np.nan)
+        out["hist_terr_customers_out"] = np.full(len(area_idx), np.nan)
     wx = weather_hourly.to_numpy(dtype="float64")[target_idx]
     for j, name in enumerate(weather_hourly.columns):
         out[name] = wx[:, j]

@@ -31,6 +31,10 @@ class HourlyPanel:
     customers: np.ndarray  # (A, T) float64
     observed: np.ndarray  # (T,) bool
     history_end: pd.Timestamp
+    # outages (and their customers) on the map at the start of each hour: started before it,
+    # restored after it. Known at that moment, so usable at an issue time. None: not known.
+    open_outages: np.ndarray | None = None  # (A, T) float64
+    open_customers: np.ndarray | None = None  # (A, T) float64
 
     def hour_index(self, ts: pd.Timestamp | pd.DatetimeIndex | pd.Series) -> np.ndarray:
         """Positions of UTC hour-start times in ``hours`` (raises if any is outside)."""
@@ -81,9 +85,36 @@ def build_panel(
     customers = np.zeros_like(counts)
     np.add.at(counts, (a, t), counted[C.EV_N_OUTAGES].to_numpy(dtype="float64"))
     np.add.at(customers, (a, t), counted[C.EV_CUSTOMERS].to_numpy(dtype="float64"))
+    open_outages, open_customers = _open_at_hour_start(counted, a, len(area_ids), hours,
+                                                       history_end)
     obs = np.zeros(len(hours), dtype=bool)
     obs[: len(hist_hours)] = observed.to_numpy(dtype=bool)
-    return HourlyPanel(area_ids, hours, counts, customers, obs, history_end)
+    return HourlyPanel(area_ids, hours, counts, customers, obs, history_end, open_outages,
+                       open_customers)
+
+
+def _open_at_hour_start(
+    counted: pd.DataFrame, a: np.ndarray, n_areas: int, hours: pd.DatetimeIndex,
+    history_end: pd.Timestamp,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(A, T) outages and customers out at each hour start h: start < h < end. An outage
+    with no end counts as open until the end of the history."""
+    shape = (n_areas, len(hours) + 1)
+    step = pd.Timedelta(hours=1)
+    start = pd.to_datetime(counted[C.EV_START], utc=True)
+    first = ((start - hours[0]) // step).to_numpy(dtype="int64") + 1
+    end = pd.to_datetime(counted[C.EV_END], utc=True).fillna(history_end).clip(upper=history_end)
+    last = -((hours[0] - end) // step).to_numpy(dtype="int64")  # ceil: first h >= end
+    first = np.clip(first, 0, len(hours))
+    last = np.clip(last, 0, len(hours))
+    keep = last > first
+    out = []
+    for weight in (np.ones(len(a)), counted[C.EV_CUSTOMERS].to_numpy(dtype="float64")):
+        diff = np.zeros(shape)
+        np.add.at(diff, (a[keep], first[keep]), weight[keep])
+        np.add.at(diff, (a[keep], last[keep]), -weight[keep])
+        out.append(np.cumsum(diff, axis=1)[:, :-1])
+    return out[0], out[1]
 
 
 def to_long(panel: HourlyPanel) -> pd.DataFrame:

@@ -40,6 +40,10 @@ PHRASES: dict[str, tuple[str, str] | None] = {
     "area_lon": None,
     "lead_h": None,
     "hist_observed_share_168h": None,
+    "hist_open_now": ("{v:.0f} outages open in this area when the forecast was made",
+                      "预报时本地区仍有 {v:.0f} 处停电未恢复"),
+    "hist_terr_customers_out": ("{v:,.0f} customers without power across the territory when "
+                                "the forecast was made", "预报时全服务区 {v:,.0f} 户停电"),
 }
 FLAGS = {"wx_heavy_rain", "wx_freezing_precip", "wx_hot", "wx_heavy_snow"}
 # Features that say "this is how it usually is here"; they explain a risk only when nothing
@@ -57,7 +61,7 @@ def describe(feature: str, value: float) -> tuple[str, str] | None:
         return None
     if feature in FLAGS and value < 0.5:
         return None
-    if feature.startswith("hist_n_") or feature.startswith("hist_terr_"):
+    if feature.startswith(("hist_n_", "hist_terr_", "hist_open_")):
         if value < 1:  # "no recent outages" does not explain a raised risk to a customer
             return None
     return phrase[0].format(v=value), phrase[1].format(v=value)

@@ -170,3 +170,53 @@ def test_climatology_is_learned_before_its_end_only():
                               pd.DatetimeIndex([START, START]))
     assert 0 < rates[0] < 1
     assert rates[1] == pytest.approx(clim_before.global_rate)
+
+
+def _events(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    start = START + pd.to_timedelta(rng.uniform(0, 50 * 24, n), unit="h")
+    end = start + pd.to_timedelta(rng.exponential(6, n), unit="h")
+    return pd.DataFrame({
+        C.AREA: rng.choice(["A0", "A1", "A2"], n), C.EV_START: start, C.EV_END: end,
+        C.EV_PLANNED: False, C.EV_DUPLICATE_OF: None,
+        C.EV_N_OUTAGES: 1, C.EV_CUSTOMERS: rng.integers(4, 400, n)})
+
+
+def test_map_state_at_issue_time_ignores_what_happens_after_it():
+    """Outages open at t0 (started before, restored after) are known at t0. Adding outages
+    that start later, or moving restorations that happen after t0, must change nothing."""
+    from features.labels import build_panel
+
+    rng = np.random.default_rng(5)
+    ev = _events(3000, seed=5)
+    hours = pd.date_range(START, periods=50 * 24, freq="h")
+    observed = pd.Series(True, index=hours)
+    areas = np.array(["A0", "A1", "A2"], dtype=object)
+    panel = build_panel(ev, areas, observed, extra_hours=72)
+    clim = Climatology.fit(panel, end=panel.history_end)
+    t0_idx = 30 * 24
+    t0 = panel.hours[t0_idx]
+    a, t, lead = np.array([0, 1, 2]), np.array([t0_idx + 5] * 3), np.array([6, 6, 6])
+    names = feature_names(FEAT)
+    before = _rows(panel, _daily(), clim, a, t, lead)
+    later = ev[C.EV_END] > t0
+    moved = ev.copy()
+    moved.loc[later, C.EV_END] = t0 + pd.to_timedelta(rng.uniform(0.1, 200, later.sum()), "h")
+    extra = _events(500, seed=9)
+    extra = extra[extra[C.EV_START] >= t0]
+    future = build_panel(pd.concat([moved, extra], ignore_index=True), areas, observed,
+                         extra_hours=72)
+    after = _rows(future, _daily(), clim, a, t, lead)
+    pd.testing.assert_frame_equal(before[names], after[names])
+    opened = ((ev[C.EV_START] < t0) & (ev[C.EV_END] > t0) & (ev[C.AREA] == "A1")).sum()
+    assert before["hist_open_now"].iloc[1] == opened > 0
+    assert before["hist_terr_customers_out"].iloc[0] == ev.loc[
+        (ev[C.EV_START] < t0) & (ev[C.EV_END] > t0), C.EV_CUSTOMERS].sum()
+    # restoring one of them before t0 is noticed
+    closing = ev.index[(ev[C.EV_START] < t0) & (ev[C.EV_END] > t0) & (ev[C.AREA] == "A1")][0]
+    early = ev.copy()
+    early.loc[closing, C.EV_END] = t0 - pd.Timedelta(minutes=1)
+    if early.loc[closing, C.EV_START] >= early.loc[closing, C.EV_END]:
+        early.loc[closing, C.EV_START] = early.loc[closing, C.EV_END] - pd.Timedelta(minutes=5)
+    changed = _rows(build_panel(early, areas, observed, extra_hours=72), _daily(), clim, a, t, lead)
+    assert changed["hist_open_now"].iloc[1] == opened - 1
