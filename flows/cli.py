@@ -108,8 +108,10 @@ def nightly(
     out: Annotated[Path | None, typer.Option(
         "--out", help="parent folder of the run directory (default <home>/runs)")] = None,
 ) -> None:
-    """Run the nightly job: check inputs, train and evaluate, score the next 72 h, write risk
-    windows and advisories.
+    """Run the nightly job: check, train, score 72 h, write windows and advisories.
+
+    Reads and checks the sources, trains and evaluates the model against climatology on a
+    later period, registers it in MLflow, scores the horizon, and writes the run directory.
 
     Example: forewarn nightly --config configs/kentucky.yaml --as-of 2023-07-01T00:00:00Z
     """
@@ -172,8 +174,10 @@ def weather_mirror(
     start_year: Annotated[int, typer.Option(help="first year to convert")] = 1900,
     end_year: Annotated[int, typer.Option(help="last year to convert")] = 2100,
 ) -> None:
-    """Convert the NOAA daily station file into meteostat's own local file layout
-    (<home>/meteostat/daily/{year}/{station}.csv.gz), so meteostat reads it with no network.
+    """Convert the NOAA daily station file into a local meteostat mirror.
+
+    Writes meteostat's own layout, <home>/meteostat/daily/{year}/{station}.csv.gz, so that
+    meteostat reads it with no network.
 
     Example: forewarn weather-mirror --config configs/kentucky.yaml --start-year 2019
     """
