@@ -21,7 +21,6 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
 from configs.settings import Settings
-from features import columns as C
 from features.areas import read_counties
 from features.customers import generate_registry, read_customer_counts_checked
 from features.dataset import Dataset, build_dataset
@@ -30,7 +29,7 @@ from features.weather import convert_noaa_daily, load_daily_weather
 from models.experiment import fit_and_evaluate
 from models.explain import Explanations
 from models.registry import load_champion, log_and_register
-from models.scoring import score_horizon
+from models.scoring import resolve_issue_time, score_horizon
 from models.train import RiskModel
 from models.windows import build_windows
 from serving.advisories import decide_advisories
@@ -121,6 +120,13 @@ def register(model: RiskModel, metrics: dict, data: Dataset, cfg: Settings) -> d
     )
 
 
+@task(cache_policy=NO_CACHE)
+def issue_time(as_of: str | None, data: Dataset, weather: pd.DataFrame, cfg: Settings
+               ) -> pd.Timestamp:
+    return resolve_issue_time(as_of, data.panel, weather, cfg.model.horizon_h,
+                              cfg.weather.station.timezone)
+
+
 @task(retries=1, retry_delay_seconds=5, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
 def champion(cfg: Settings) -> tuple[RiskModel, str]:
     return load_champion(cfg.tracking_uri, cfg.mlflow.model_name)
@@ -156,9 +162,10 @@ def enqueue_advisories(advisories: list, cfg: Settings) -> dict[str, int]:
 
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
 def publish(run_dir: Path, windows: pd.DataFrame, hourly: pd.DataFrame, advisories: list,
-            metrics: dict) -> dict[str, str]:
+            metrics: dict, meta: dict[str, str]) -> dict[str, str]:
     return write_outputs(run_dir, windows=windows, hourly=hourly,
-                         advisories=[a.to_dict() for a in advisories], metrics=metrics)
+                         advisories=[a.to_dict() for a in advisories], metrics=metrics,
+                         meta=meta)
 
 
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
@@ -174,15 +181,6 @@ def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
     t0 = time.perf_counter()
     yield
     timings[name] = round(time.perf_counter() - t0, 2)
-
-
-def default_as_of(history_end: pd.Timestamp, weather: pd.DataFrame, tz: str,
-                  horizon_h: int) -> pd.Timestamp:
-    """The latest as-of time whose whole horizon has outage history and replay weather."""
-    days = weather.dropna(subset=list(C.WEATHER_COLUMNS), how="all")[C.WX_DATE]
-    weather_end = (pd.Timestamp(days.max()) + pd.Timedelta(days=1)).tz_localize(tz)
-    end = min(history_end, weather_end.tz_convert("UTC")).floor("h")
-    return end - pd.Timedelta(hours=horizon_h)
 
 
 @flow(name="forewarn-nightly", log_prints=False)
@@ -201,7 +199,7 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
         counts, counties, counts_contract = load_reference(cfg)
     with _stage(timings, "build_dataset"):
         data = assemble(history, counties, counts, weather, cfg)
-    issue = resolve_as_of(as_of, data, weather, cfg)
+    issue = cast(pd.Timestamp, issue_time(as_of, data, weather, cfg))
     with _stage(timings, "train_and_evaluate"):
         model, metrics = train(data, cfg)
     with _stage(timings, "register"):
@@ -217,9 +215,8 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
         advisories = advise(windows, customers, issue, cfg)
         outbox = enqueue_advisories(advisories, cfg)
     run_dir = (out or cfg.paths.runs_dir) / run_id
-    hourly_out = hourly.assign(model_version=version, run_id=run_id, weather_source="replay")
     with _stage(timings, "publish"):
-        checksums = publish(run_dir, windows, hourly_out, advisories, metrics)
+        checksums = publish(run_dir, windows, hourly, advisories, metrics, meta)
     manifest = {
         "run_id": run_id,
         "as_of": issue.isoformat(),
@@ -254,22 +251,3 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
     finish(run_dir, manifest)
     logger.info("run %s written to %s", run_id, run_dir)
     return manifest | {"run_dir": str(run_dir)}
-
-
-def resolve_as_of(as_of: str | None, data: Dataset, weather: pd.DataFrame,
-                  cfg: Settings) -> pd.Timestamp:
-    """The issue time of this run (UTC, on the hour): given, or the default."""
-    if as_of is None:
-        return default_as_of(data.panel.history_end, weather, cfg.weather.station.timezone,
-                             cfg.model.horizon_h)
-    ts = pd.Timestamp(as_of)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    if ts != ts.floor("h"):
-        raise ValueError(f"--as-of must be on the hour, got {as_of}")
-    if not data.panel.hours[0] + pd.Timedelta(days=7) <= ts <= data.panel.history_end:
-        raise ValueError(
-            f"--as-of {ts.isoformat()} is outside the outage history "
-            f"{data.panel.hours[0].isoformat()} .. {data.panel.history_end.isoformat()} "
-            "(at least 7 days of history are needed before it)"
-        )
-    return ts

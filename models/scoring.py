@@ -63,3 +63,32 @@ def evaluate_model(model: RiskModel, test_rows: pd.DataFrame) -> dict:
     out["test_start"] = str(known[C.TS].min())
     out["test_end"] = str(known[C.TS].max())
     return out
+
+
+def default_issue_time(history_end: pd.Timestamp, weather: pd.DataFrame, tz: str,
+                       horizon_h: int) -> pd.Timestamp:
+    """The latest issue time (UTC, on the hour) whose whole horizon has outage history and
+    weather to replay. ``weather`` is daily, by the station's local day (zone ``tz``)."""
+    days = weather.dropna(subset=list(C.WEATHER_COLUMNS), how="all")[C.WX_DATE]
+    weather_end = (pd.Timestamp(days.max()) + pd.Timedelta(days=1)).tz_localize(tz)
+    end = min(history_end, weather_end.tz_convert("UTC")).floor("h")
+    return end - pd.Timedelta(hours=horizon_h)
+
+
+def resolve_issue_time(as_of: str | None, panel: HourlyPanel, weather: pd.DataFrame,
+                       horizon_h: int, tz: str) -> pd.Timestamp:
+    """The issue time of a run (UTC, on the hour): ``as_of`` if given and inside the history
+    (with at least 7 days of history before it), else :func:`default_issue_time`."""
+    if as_of is None:
+        return default_issue_time(panel.history_end, weather, tz, horizon_h)
+    ts = pd.Timestamp(as_of)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    if ts != ts.floor("h"):
+        raise ValueError(f"--as-of must be on the hour, got {as_of}")
+    if not panel.hours[0] + pd.Timedelta(days=7) <= ts <= panel.history_end:
+        raise ValueError(
+            f"--as-of {ts.isoformat()} is outside the outage history "
+            f"{panel.hours[0].isoformat()} .. {panel.history_end.isoformat()} "
+            "(at least 7 days of history are needed before it)"
+        )
+    return ts

@@ -186,3 +186,24 @@ def test_panel_labels_mask_unobserved_hours_and_the_future():
     lab = panel.labels[0]
     assert lab[0] == 0 and lab[1] == 1 and lab[3] == 1
     assert np.isnan(lab[2]) and np.isnan(lab[4]) and np.isnan(lab[5])
+
+
+def test_default_issue_time_leaves_a_whole_horizon_of_history_and_weather():
+    from models.scoring import default_issue_time, resolve_issue_time
+
+    end = pd.Timestamp("2024-01-01", tz="UTC")
+    weather = pd.DataFrame({C.WX_DATE: pd.date_range("2023-12-01", "2023-12-31", freq="D"),
+                            C.WX_TMAX: 5.0, C.WX_TMIN: 0.0, C.WX_PRCP: 1.0, C.WX_SNOW: 0.0})
+    weather.loc[weather[C.WX_DATE] > "2023-12-29", list(C.WEATHER_COLUMNS)] = np.nan
+    # weather ends with local day 29 Dec (EST): 30 Dec 05:00 UTC; minus 72 h
+    assert default_issue_time(end, weather, "America/New_York", 72) == pd.Timestamp(
+        "2023-12-27 05:00", tz="UTC")
+    hours = pd.date_range("2023-11-01", "2023-12-31 23:00", freq="h", tz="UTC")
+    panel = HourlyPanel(np.array(["A"], dtype=object), hours, np.zeros((1, len(hours))),
+                        np.zeros((1, len(hours))), np.ones(len(hours), bool), end)
+    assert resolve_issue_time("2023-12-01T06:00:00", panel, weather, 72, "UTC") == pd.Timestamp(
+        "2023-12-01 06:00", tz="UTC")
+    with pytest.raises(ValueError, match="outside the outage history"):
+        resolve_issue_time("2023-11-03T00:00:00Z", panel, weather, 72, "UTC")
+    with pytest.raises(ValueError, match="on the hour"):
+        resolve_issue_time("2023-12-01T06:30:00Z", panel, weather, 72, "UTC")
