@@ -92,14 +92,14 @@ def write_outputs(
     """Write the contract files into ``run_dir``; returns file name -> sha256. ``meta``
     (model_version, run_id, weather_source) is stamped on every hourly row."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"schema_version": SCHEMA_VERSION}
+    version = {"schema_version": SCHEMA_VERSION}
     flat = windows.assign(drivers=windows["drivers"].map(
         lambda d: json.dumps(d, ensure_ascii=False)))
     flat.to_parquet(run_dir / WINDOWS_PARQUET, index=False)
-    write_json(run_dir / WINDOWS_JSON, meta | {"windows": _windows_records(windows)})
+    write_json(run_dir / WINDOWS_JSON, version | {"windows": _windows_records(windows)})
     hourly.assign(**meta).to_parquet(run_dir / HOURLY_PARQUET, index=False)
     _write_jsonl(run_dir / ADVISORIES_JSONL, advisories)
-    write_json(run_dir / METRICS_JSON, meta | metrics)
+    write_json(run_dir / METRICS_JSON, version | metrics)
     names = (WINDOWS_PARQUET, WINDOWS_JSON, HOURLY_PARQUET, ADVISORIES_JSONL, METRICS_JSON)
     return {name: sha256_file(run_dir / name) for name in names}
 
