@@ -92,6 +92,9 @@ class WeatherSettings(_Section):
     )
     station: StationSettings
     max_quarantine_share: float = Field(0.05, ge=0, le=1)
+    min_coverage: float = Field(
+        0.8, ge=0, le=1, description="share of history hours that must have weather"
+    )
 
 
 class CustomerSettings(_Section):

@@ -8,6 +8,7 @@ county counts shared out over the county's cells in proportion to where its outa
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,25 +18,53 @@ from configs.settings import AreaSettings, CustomerSettings
 from features import columns as C
 from features.contracts import ContractError
 
+log = logging.getLogger(__name__)
+
+
+SERVED_SOURCE = "customers_served_source"  # "counts", or "outage history" (a lower bound)
+
+
+def _estimate_missing_served(
+    areas: pd.DataFrame, counted: pd.DataFrame, known: set[str]
+) -> pd.DataFrame:
+    """Areas whose county has no customer count (absent from the counts file, e.g. Norton
+    city VA in MCC.csv, or its row quarantined) get a lower bound instead: the most customers
+    their outages affected on one day. Logged, and marked in SERVED_SOURCE."""
+    missing = ~areas[C.EV_COUNTY].isin(known)
+    out = areas.assign(**{SERVED_SOURCE: np.where(missing, "outage history", "counts")})
+    if missing.any():
+        daily = counted.assign(_day=counted[C.EV_START].dt.floor("D")).groupby(
+            [C.AREA, "_day"])[C.EV_CUSTOMERS].sum().groupby(level=0).max()
+        lower = out[C.AREA].map(daily).fillna(1).astype("int64")
+        out[C.CUSTOMERS_SERVED] = np.where(missing, lower, out[C.CUSTOMERS_SERVED])
+        log.warning("no customer count for areas %s; customers served estimated from their "
+                    "outage history (a lower bound)", sorted(out.loc[missing, C.AREA]))
+    return out
+
 
 def read_counties(path: Path) -> pd.DataFrame:
     """County names and centroids (degrees) from the GeoJSON of US counties (Latin-1)."""
     if not path.is_file():
         raise ContractError(f"input file not found: {path}")
-    doc = json.loads(path.read_text(encoding="latin-1"))
-    rows = []
-    for feat in doc["features"]:
-        props = feat["properties"]
-        ring = np.asarray(_outer_ring(feat["geometry"]), dtype="float64")
-        rows.append(
-            {
-                C.EV_COUNTY: props["STATE"] + props["COUNTY"],
-                C.AREA_NAME: f"{props['NAME']} {props.get('LSAD', '')}".strip(),
-                C.AREA_LAT: float(ring[:, 1].mean()),
-                C.AREA_LON: float(ring[:, 0].mean()),
-            }
-        )
-    return pd.DataFrame(rows)
+    try:
+        doc = json.loads(path.read_text(encoding="latin-1"))
+        return pd.DataFrame([_county_row(feat) for feat in doc["features"]])
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise ContractError(
+            f"{path}: not a GeoJSON FeatureCollection of counties with STATE, COUNTY and NAME "
+            f"properties and polygon geometry ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _county_row(feat: dict) -> dict:
+    props = feat["properties"]
+    ring = np.asarray(_outer_ring(feat["geometry"]), dtype="float64")
+    return {
+        C.EV_COUNTY: props["STATE"] + props["COUNTY"],
+        C.AREA_NAME: f"{props['NAME']} {props.get('LSAD', '')}".strip(),
+        C.AREA_LAT: float(ring[:, 1].mean()),
+        C.AREA_LON: float(ring[:, 0].mean()),
+    }
 
 
 def _outer_ring(geometry: dict) -> list:
@@ -79,6 +108,11 @@ def build_areas(
     counted = events[~events[C.EV_PLANNED] & events[C.EV_DUPLICATE_OF].isna()]
     if cfg.states:
         counted = counted[counted[C.EV_COUNTY].str[:2].isin(cfg.states)]
+    if counted.empty:
+        raise ContractError(
+            "no unplanned outage events to forecast from (all planned, re-issued, or outside "
+            f"areas.states {list(cfg.states)})"
+        )
     per_area = (
         counted.groupby([C.AREA, C.EV_COUNTY]).size().rename("n").reset_index()
     )
@@ -109,6 +143,7 @@ def build_areas(
     tz_by_county, default_tz = customers_cfg.timezone_by_area, customers_cfg.default_timezone
     areas[C.TIMEZONE] = [tz_by_county.get(str(c), default_tz) for c in areas[C.EV_COUNTY]]
     areas = areas[areas["n_events"] >= cfg.min_events]
+    areas = _estimate_missing_served(areas, counted, set(counts[C.EV_COUNTY]))
     cols = [C.AREA, C.AREA_NAME, C.AREA_LAT, C.AREA_LON, C.CUSTOMERS_SERVED, C.TIMEZONE,
-            C.EV_COUNTY, "n_events"]
+            C.EV_COUNTY, "n_events", SERVED_SOURCE]
     return areas[cols].sort_values(C.AREA).reset_index(drop=True)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
 from configs.settings import Settings
 from features import columns as C
-from features.areas import assign_areas, build_areas
+from features.areas import SERVED_SOURCE, assign_areas, build_areas
 from features.build import weather_by_hour
+from features.contracts import ContractError
 from features.labels import HourlyPanel, build_panel
 from features.outages import OutageHistory, observed_hours
 
@@ -35,6 +37,8 @@ class Dataset:
                 self.panel.hours < self.panel.history_end]).sum()),
             "labelled_area_hours": int(known.size),
             "positive_area_hours": int(known.sum()),
+            "customers_served_estimated": sorted(
+                self.areas.loc[self.areas[SERVED_SOURCE] != "counts", C.AREA].astype(str)),
         }
 
 
@@ -53,7 +57,11 @@ def build_dataset(
     end = end or (history.end.floor("h") + pd.Timedelta(hours=1))
     events = assign_areas(history.events, cfg.areas)
     events = events[(events[C.EV_START] >= start) & (events[C.EV_START] < end)]
-    areas = build_areas(events, counties, counts, cfg.areas, cfg.customers)
+    try:
+        areas = build_areas(events, counties, counts, cfg.areas, cfg.customers)
+    except ContractError as exc:
+        files = ", ".join(str(p) for p in history.source_files[:1])
+        raise ContractError(f"{files} with {cfg.customers.counts_file}: {exc}") from exc
     if cfg.areas.include:
         areas = areas[areas[C.AREA].isin(cfg.areas.include)].reset_index(drop=True)
         if areas.empty:
@@ -63,4 +71,22 @@ def build_dataset(
     panel = build_panel(events, areas[C.AREA].to_numpy(), observed, extra_hours=cfg.model.horizon_h)
     weather = weather_by_hour(weather_daily, panel.hours, cfg.weather.station.timezone,
                               cfg.features)
+    check_weather_coverage(weather, panel, cfg.weather.min_coverage,
+                           cfg.data_path(cfg.weather.noaa_daily_file))
     return Dataset(areas, panel, weather, events)
+
+
+def check_weather_coverage(weather_hourly: pd.DataFrame, panel: HourlyPanel,
+                           min_share: float, source: Path) -> float:
+    """Share of the history's hours with daily rain or temperature; below ``min_share``
+    the run stops (a model trained on missing weather would look fine and be wrong)."""
+    in_history = panel.hours < panel.history_end
+    known = weather_hourly.loc[in_history, ["wx_prcp_mm", "wx_tmax_c"]].notna().any(axis=1)
+    share = float(known.mean()) if len(known) else 0.0
+    if share < min_share:
+        raise ContractError(
+            f"{source}: weather covers {share:.0%} of the outage history "
+            f"{panel.hours[0]:%Y-%m-%d}..{panel.history_end:%Y-%m-%d}, below weather.min_coverage "
+            f"{min_share:.0%}; hint: the station file must span the outage period"
+        )
+    return share

@@ -14,6 +14,7 @@ unobserved (see :func:`observed_hours`).
 from __future__ import annotations
 
 import logging
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -96,7 +97,7 @@ def _read_csv(path: Path, **kwargs: object) -> pd.DataFrame:
         raise ContractError(f"input file not found: {path} (check FOREWARN_DATA_DIR / the profile)")
     try:
         return pd.read_csv(path, low_memory=False, **kwargs)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
+    except (OSError, EOFError, zlib.error, ValueError, pd.errors.ParserError) as exc:
         raise ContractError(f"cannot read {path}: {exc}") from exc
 
 

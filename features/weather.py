@@ -59,6 +59,7 @@ RAW_DATE_FORMAT = "%m/%d/%Y"
 # Helper columns the contract checks next to the raw ones.
 CHECK_DATE = "date_parsed"
 CHECK_TMAX_GE_TMIN = "tmax_ge_tmin"
+CHECK_SUMMER_TMAX = "summer_tmax_f"  # T_air_max on June-August days, else null
 
 NOAA_SUITE = Suite(
     name="noaa_daily",
@@ -74,6 +75,9 @@ NOAA_SUITE = Suite(
         ),
         Rule(RAW_SNOW, "between", min=0, max=40, hint="daily snowfall in inches, M if missing"),
         Rule(CHECK_TMAX_GE_TMIN, "in_set", values=(True,), hint="T_air_max is below T_air_min"),
+        # a whole file in °C passes the ranges above; Kentucky summer maxima below 50 °F are not
+        Rule(CHECK_SUMMER_TMAX, "between", min=50, max=130, quarantine=False, mostly=0.9,
+             hint="summer daily maxima mostly below 50 °F: are the temperatures in °C?"),
     ),
 )
 
@@ -126,6 +130,8 @@ def noaa_contract_frame(raw: pd.DataFrame) -> pd.DataFrame:
     tmax = _numbers(frame.get(RAW_TMAX, nothing))
     tmin = _numbers(frame.get(RAW_TMIN, nothing))
     frame[CHECK_TMAX_GE_TMIN] = tmax.isna() | tmin.isna() | (tmax >= tmin)
+    summer = frame[CHECK_DATE].dt.month.isin((6, 7, 8))
+    frame[CHECK_SUMMER_TMAX] = tmax.where(summer)
     return frame
 
 

@@ -86,6 +86,8 @@ def _tracebacks_to_file_only() -> None:
 
 
 def _fail(exc: BaseException) -> None:
+    # Prefect logs "Stopping temporary server" at exit; the reason should be the last line
+    logging.getLogger("prefect").setLevel(logging.WARNING)
     failures = logging.getLogger("forewarn.failures")
     if failures.handlers:  # the log file exists once the settings were read
         failures.error("run failed", exc_info=exc)

@@ -91,4 +91,10 @@ def resolve_issue_time(as_of: str | None, panel: HourlyPanel, weather: pd.DataFr
             f"{panel.hours[0].isoformat()} .. {panel.history_end.isoformat()} "
             "(at least 7 days of history are needed before it)"
         )
+    latest = default_issue_time(panel.history_end, weather, tz, horizon_h)
+    if ts > latest:
+        raise ValueError(
+            f"--as-of {ts.isoformat()} leaves no observed weather to replay for the whole "
+            f"{horizon_h} h horizon; the latest possible is {latest.isoformat()}"
+        )
     return ts
