@@ -31,6 +31,14 @@ def fit_and_evaluate(
     cust = customers_per_outage_hour(panel.customers, panel.counts, panel.area_ids,
                                      np.asarray(use & panel.observed))
     names = feature_names(feat_cfg)
+    test_end = min(pd.Timestamp(cfg.test_end), panel.history_end)
+    test_pos = sample_training_rows(panel, pd.Timestamp(cfg.test_start), test_end,
+                                    cfg.horizon_h, cfg.seed + 1)
+    if len(test_pos[0]) == 0:  # checked before the minutes of training, not after
+        raise ValueError(
+            f"no labelled hours in the test period {cfg.test_start:%Y-%m-%d}.."
+            f"{cfg.test_end:%Y-%m-%d}: the outage history ends {panel.history_end:%Y-%m-%d}"
+        )
     a, t, lead = sample_training_rows(panel, pd.Timestamp(cfg.train_start), train_end,
                                       cfg.horizon_h, cfg.seed)
     if len(a) == 0:
@@ -39,11 +47,7 @@ def fit_and_evaluate(
     t_rows = time.perf_counter()
     model = train_risk_model(rows, names, clim, cust, cfg)
     t_train = time.perf_counter()
-    test_end = min(pd.Timestamp(cfg.test_end), panel.history_end)
-    a, t, lead = sample_training_rows(panel, pd.Timestamp(cfg.test_start), test_end,
-                                      cfg.horizon_h, cfg.seed + 1)
-    if len(a) == 0:
-        raise ValueError(f"no labelled hours in the test period {cfg.test_start}..{test_end}")
+    a, t, lead = test_pos
     test_rows = make_rows(panel, data.areas, data.weather_hourly, clim, a, t, lead, feat_cfg)
     metrics = evaluate_model(model, test_rows)
     metrics["seconds"] = {

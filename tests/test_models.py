@@ -10,7 +10,7 @@ import pytest
 
 from configs.settings import WindowSettings, load_settings
 from features import columns as C
-from features.build import Climatology
+from features.build import WEATHER, Climatology
 from features.labels import HourlyPanel
 from models.explain import Explanations, describe, top_drivers
 from models.metrics import compare, evaluate, scores
@@ -207,3 +207,22 @@ def test_default_issue_time_leaves_a_whole_horizon_of_history_and_weather():
         resolve_issue_time("2023-11-03T00:00:00Z", panel, weather, 72, "UTC")
     with pytest.raises(ValueError, match="on the hour"):
         resolve_issue_time("2023-12-01T06:30:00Z", panel, weather, 72, "UTC")
+
+
+def test_a_test_period_after_the_history_fails_before_training():
+    from features.dataset import Dataset
+    from models.experiment import fit_and_evaluate
+
+    hours = pd.date_range(pd.Timestamp("2021-01-01", tz="UTC"), periods=24 * 200, freq="h")
+    counts = np.zeros((1, len(hours)))
+    counts[0, ::50] = 1
+    panel = HourlyPanel(np.array(["A"], dtype=object), hours, counts, counts,
+                        np.ones(len(hours), bool), hours[-1] + pd.Timedelta(hours=1))
+    areas = pd.DataFrame({C.AREA: ["A"], C.CUSTOMERS_SERVED: [100], C.AREA_LAT: [38.0],
+                          C.AREA_LON: [-85.0]})
+    wx = pd.DataFrame(index=hours, columns=list(WEATHER), dtype=float)
+    data = Dataset(areas, panel, wx, pd.DataFrame())
+    cfg = _cfg(test_start="2030-01-01T00:00:00Z", test_end="2031-01-01T00:00:00Z")
+    with pytest.raises(ValueError, match=r"test period 2030-01-01\.\.2031-01-01: the outage "
+                                         r"history ends 2021-07-20"):
+        fit_and_evaluate(data, load_settings(environ={}).features, cfg)
