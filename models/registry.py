@@ -6,9 +6,10 @@ import json
 import logging
 import pickle
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from models.train import RiskModel
 
@@ -28,7 +29,9 @@ def _pyfunc_class() -> type:
             with open(context.artifacts["bundle"], "rb") as fh:
                 self.model = pickle.load(fh)
 
-        def predict(self, context, model_input, params=None):
+        # pd.DataFrame is a hint MLflow accepts without inferring a schema from it; without a
+        # hint it warns on every log and load
+        def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
             return self.model.predict(model_input)
 
     return RiskModelPyfunc
@@ -81,11 +84,7 @@ def log_and_register(
             mlflow.log_dict(doc, name)
         bundle = Path(tmp) / BUNDLE
         bundle.write_bytes(pickle.dumps(model))
-        with warnings.catch_warnings():
-            # the bundle takes a DataFrame of feature rows; MLflow's type-hint schema
-            # inference does not apply and says so on every call
-            warnings.filterwarnings("ignore", category=UserWarning, message=".*[Tt]ype hint")
-            info = _log_pyfunc(mlflow, bundle, model_name)
+        info = _log_pyfunc(mlflow, bundle, model_name)
         run_id = run.info.run_id
     version = str(info.registered_model_version)
     client.set_registered_model_alias(model_name, CHAMPION, version)
@@ -104,9 +103,7 @@ def load_champion(tracking_uri: str, model_name: str) -> tuple[RiskModel, str]:
     mlflow.set_tracking_uri(tracking_uri)
     version = MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(
         model_name, CHAMPION).version
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=UserWarning, message=".*[Tt]ype hint")
-        loaded = mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}")
+    loaded = mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}")
     return loaded.unwrap_python_model().model, str(version)
 
 
