@@ -18,7 +18,7 @@ import pandas as pd
 
 from configs.settings import load_settings
 from features.areas import read_counties
-from features.build import feature_names, make_rows, sample_training_rows
+from features.build import feature_names, make_rows, sample_labelled_rows
 from features.customers import generate_registry, read_customer_counts
 from features.dataset import build_dataset
 from features.outages import load_outage_history
@@ -59,7 +59,7 @@ def main() -> None:
     data = build_dataset(history, counties, counts, weather, cfg)
     stage("areas + hourly panel (area-hours)", data.panel.counts.size, t)
     t = time.perf_counter()
-    a, tt, lead = sample_training_rows(data.panel, pd.Timestamp(cfg.model.train_start),
+    a, tt, lead = sample_labelled_rows(data.panel, pd.Timestamp(cfg.model.train_start),
                                        pd.Timestamp(cfg.model.train_end), cfg.model.horizon_h, 7)
     from features.build import Climatology
 

@@ -194,11 +194,12 @@ def make_rows(
     return frame
 
 
-def sample_training_rows(
+def sample_labelled_rows(
     panel: HourlyPanel, start: pd.Timestamp, end: pd.Timestamp, horizon_h: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(area, target, lead) positions for every labelled (area, hour) in [start, end), each
-    with one lead drawn uniformly from 1 .. horizon_h (reproducible from ``seed``)."""
+    with one lead drawn uniformly from 1 .. horizon_h (reproducible from ``seed``). Used for
+    training and test rows alike, so both measure the same mix of lead times."""
     in_range = np.flatnonzero((panel.hours >= start) & (panel.hours < end))
     labels = panel.labels[:, in_range]
     a, k = np.nonzero(~np.isnan(labels))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -40,6 +41,14 @@ class Dataset:
             "customers_served_estimated": sorted(
                 self.areas.loc[self.areas[SERVED_SOURCE] != "counts", C.AREA].astype(str)),
         }
+
+
+def weather_span(history: OutageHistory, horizon_h: int, tz: str) -> tuple[date, date]:
+    """Local days of weather the dataset needs: 4 days before the history (the 3-day
+    antecedent features) to a day past the scoring horizon after its end."""
+    first = history.start.tz_convert(tz).date() - timedelta(days=4)
+    last = (history.end + pd.Timedelta(hours=horizon_h + 24)).tz_convert(tz).date()
+    return first, last
 
 
 def build_dataset(

@@ -23,7 +23,7 @@ from prefect.states import State
 from configs.settings import Settings
 from features.areas import read_counties
 from features.customers import generate_registry, read_customer_counts_checked
-from features.dataset import Dataset, build_dataset
+from features.dataset import Dataset, build_dataset, weather_span
 from features.outages import OutageHistory, load_outage_history
 from features.weather import convert_noaa_daily, load_daily_weather
 from models.experiment import fit_and_evaluate
@@ -191,10 +191,9 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
     timings: dict[str, float] = {}
     with _stage(timings, "load_outages"):
         history = load_outages(cfg)
-    first = history.start.tz_convert(cfg.weather.station.timezone).date()
-    last = (history.end + pd.Timedelta(hours=cfg.model.horizon_h + 24)).date()
+    first, last = weather_span(history, cfg.model.horizon_h, cfg.weather.station.timezone)
     with _stage(timings, "load_weather"):
-        weather, weather_contract = load_weather(cfg, first - pd.Timedelta(days=4), last)
+        weather, weather_contract = load_weather(cfg, first, last)
     with _stage(timings, "load_reference"):
         counts, counties, counts_contract = load_reference(cfg)
     with _stage(timings, "build_dataset"):

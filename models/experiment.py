@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from configs.settings import FeatureSettings, ModelSettings
-from features.build import Climatology, feature_names, make_rows, sample_training_rows
+from features.build import Climatology, feature_names, make_rows, sample_labelled_rows
 from features.dataset import Dataset
 from models.scoring import evaluate_model
 from models.train import RiskModel, customers_per_outage_hour, train_risk_model
@@ -32,14 +32,14 @@ def fit_and_evaluate(
                                      np.asarray(use & panel.observed))
     names = feature_names(feat_cfg)
     test_end = min(pd.Timestamp(cfg.test_end), panel.history_end)
-    test_pos = sample_training_rows(panel, pd.Timestamp(cfg.test_start), test_end,
+    test_pos = sample_labelled_rows(panel, pd.Timestamp(cfg.test_start), test_end,
                                     cfg.horizon_h, cfg.seed + 1)
     if len(test_pos[0]) == 0:  # checked before the minutes of training, not after
         raise ValueError(
             f"no labelled hours in the test period {cfg.test_start:%Y-%m-%d}.."
             f"{cfg.test_end:%Y-%m-%d}: the outage history ends {panel.history_end:%Y-%m-%d}"
         )
-    a, t, lead = sample_training_rows(panel, pd.Timestamp(cfg.train_start), train_end,
+    a, t, lead = sample_labelled_rows(panel, pd.Timestamp(cfg.train_start), train_end,
                                       cfg.horizon_h, cfg.seed)
     if len(a) == 0:
         raise ValueError(f"no labelled hours between {cfg.train_start} and {cfg.train_end}")

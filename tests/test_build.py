@@ -12,7 +12,7 @@ from features.build import (
     Climatology,
     feature_names,
     make_rows,
-    sample_training_rows,
+    sample_labelled_rows,
     scoring_rows,
     weather_by_hour,
 )
@@ -135,12 +135,12 @@ def test_training_rows_skip_unobserved_hours_and_draw_all_leads():
     observed[100:200] = False
     masked = HourlyPanel(panel.area_ids, panel.hours, panel.counts, panel.customers, observed,
                          panel.history_end)
-    a, t, lead = sample_training_rows(masked, panel.hours[0], panel.history_end, 72, seed=3)
+    a, t, lead = sample_labelled_rows(masked, panel.hours[0], panel.history_end, 72, seed=3)
     assert not np.isin(t, np.arange(100, 200)).any()
     assert lead.min() == 1 and lead.max() == 72
     assert (t - (lead - 1) >= 0).all()
     assert len(a) == len(t) == len(lead)
-    again = sample_training_rows(masked, panel.hours[0], panel.history_end, 72, seed=3)
+    again = sample_labelled_rows(masked, panel.hours[0], panel.history_end, 72, seed=3)
     assert np.array_equal(again[2], lead)
 
 
