@@ -227,6 +227,33 @@ class AdvisorySettings(_Section):
         return v
 
 
+class RestorationSettings(_Section):
+    """Restoration-time model: quantiles of the hours to restoration, at first report and
+    later (models/restoration.py). Training and test periods are the model section's."""
+
+    enabled: bool = True
+    changelog_file: str | None = Field(
+        None, description="utility change log CSV (comments, ETR history), relative to data_dir")
+    elapsed_h: tuple[float, ...] = Field(
+        (0.0, 1.0, 2.0, 4.0, 8.0, 12.0),
+        description="hours after the first report at which an estimate is made")
+    max_end_uncertainty_min: float = Field(
+        60.0, gt=0, description="an end known less exactly (scraper outage) is censored")
+    calibration_days: int = Field(
+        120, ge=7, description="last days of training kept apart to calibrate the interval")
+    interval_coverage: float = Field(0.8, gt=0, lt=1, description="target P10-P90 coverage")
+    regime_open_edges: tuple[float, ...] = Field(
+        (100.0,), description="outages open territory-wide that separate calibration regimes")
+    storm_customers_out: float = Field(
+        10_000, gt=0, description="customers out territory-wide that make a storm day")
+    min_rows: int = Field(2000, ge=10)
+    seed: int = 11
+    num_boost_round: int = Field(300, ge=1)
+    lgbm_params: dict[str, Any] = Field(default_factory=dict)
+    experiment: str = "forewarn-restoration"
+    model_name: str = "forewarn-restoration"
+
+
 class MlflowSettings(_Section):
     tracking_uri: str | None = Field(None, description="default sqlite:///<home>/mlflow.db")
     experiment: str = "forewarn-risk"
@@ -244,6 +271,7 @@ class Settings(_Section):
     model: ModelSettings
     windows: WindowSettings
     advisories: AdvisorySettings
+    restoration: RestorationSettings
     mlflow: MlflowSettings
 
     def data_path(self, relative: str) -> Path:

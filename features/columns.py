@@ -26,6 +26,13 @@ EV_PLANNED = "planned"
 EV_CLUSTER = "is_cluster"
 EV_N_OUTAGES = "n_outages"
 EV_DUPLICATE_OF = "duplicate_of"
+# What the source knew when the outage first appeared (restoration-time model, optional)
+EV_FIRST_SEEN = "first_seen_utc"  # first time the outage was on the map, UTC
+EV_CAUSE_FIRST = "cause_first"  # cause text at first report
+EV_CUSTOMERS_FIRST = "customers_first"  # customers affected at first report (count)
+EV_ETR_FIRST = "etr_first_utc"  # the utility's first estimated restoration time, UTC or NaT
+EV_ETR_LAST = "etr_last_utc"  # the utility's last estimated restoration time, UTC or NaT
+EV_END_UNCERTAINTY_MIN = "end_uncertainty_min"  # minutes between last sighting and EV_END
 
 # Areas (features/areas.py)
 AREA_NAME = "area_name"

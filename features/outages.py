@@ -165,8 +165,29 @@ def lgeku_to_generic(frame: pd.DataFrame, cfg: OutageSettings) -> pd.DataFrame:
             C.EV_N_OUTAGES: frame["number_out_max"].fillna(1).clip(lower=1).astype("int64"),
         }
     )
+    out = out.assign(**_first_report(frame, customers))
     out[C.EV_DUPLICATE_OF] = mark_reissued(out, cfg.duplicate_window_min)
     return out.sort_values([C.EV_START, C.EV_ID], kind="stable").reset_index(drop=True)
+
+
+def _first_report(frame: pd.DataFrame, customers: pd.Series) -> dict[str, pd.Series]:
+    """What the map said when the record first appeared, and how exactly its end is known
+    (``removal_gap_min``: minutes between the last sighting and the first scrape without
+    it; ~15 while the scraper ran, hours to weeks across a scraper outage)."""
+    def optional(name: str) -> pd.Series:
+        return frame[name] if name in frame.columns else pd.Series(np.nan, index=frame.index)
+
+    etr_first = optional("etr_first").where(optional("etr_first") != "ETR-NULL")
+    etr_last = optional("etr_last").where(optional("etr_last") != "ETR-NULL")
+    first_customers = optional("cust_affected_first").fillna(customers).astype("int64")
+    return {
+        C.EV_FIRST_SEEN: frame["_first_seen"].to_numpy(),
+        C.EV_CAUSE_FIRST: frame["cause_first"].fillna("unknown").astype(str).to_numpy(),
+        C.EV_CUSTOMERS_FIRST: first_customers.to_numpy(),
+        C.EV_ETR_FIRST: _utc(etr_first).to_numpy(),
+        C.EV_ETR_LAST: _utc(etr_last).to_numpy(),
+        C.EV_END_UNCERTAINTY_MIN: optional("removal_gap_min").astype("float64").to_numpy(),
+    }
 
 
 def mark_reissued(events: pd.DataFrame, window_min: float) -> pd.Series:

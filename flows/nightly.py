@@ -25,10 +25,18 @@ from features.areas import read_counties
 from features.customers import generate_registry, read_customer_counts_checked
 from features.dataset import Dataset, build_dataset, weather_span
 from features.outages import OutageHistory, load_outage_history
+from features.restoration import GridState, UtilityUpdates, read_lgeku_changelog
 from features.weather import convert_noaa_daily, load_daily_weather
 from models.experiment import fit_and_evaluate
 from models.explain import Explanations
 from models.registry import load_champion, log_and_register
+from models.restoration import (
+    DurationModel,
+    comparison_markdown,
+    estimate_open_outages,
+    train_restoration_model,
+    window_durations,
+)
 from models.scoring import resolve_issue_time, score_horizon
 from models.train import RiskModel
 from models.windows import build_windows
@@ -120,6 +128,69 @@ def register(model: RiskModel, metrics: dict, data: Dataset, cfg: Settings) -> d
     )
 
 
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
+def load_updates(cfg: Settings) -> tuple[UtilityUpdates | None, dict]:
+    if not cfg.restoration.changelog_file:
+        return None, {}
+    updates, result = read_lgeku_changelog(
+        cfg.data_path(cfg.restoration.changelog_file), cfg.paths.quarantine_dir,
+        cfg.outages.max_quarantine_share)
+    return updates, result.to_dict()
+
+
+@task(cache_policy=NO_CACHE)
+def train_restoration(data: Dataset, updates: UtilityUpdates | None, weather: pd.DataFrame,
+                      cfg: Settings) -> tuple[DurationModel, dict, GridState]:
+    return train_restoration_model(data.events, updates, weather, data.areas, cfg.restoration,
+                                   cfg.model, cfg.features, cfg.weather.station.timezone)
+
+
+@task(retries=1, retry_delay_seconds=5, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
+def register_restoration(model: DurationModel, report: dict, cfg: Settings) -> dict[str, str]:
+    rc = cfg.restoration
+    return log_and_register(
+        model,
+        tracking_uri=cfg.tracking_uri,
+        experiment=rc.experiment,
+        model_name=rc.model_name,
+        artifact_location=f"{cfg.artifact_location}/{rc.experiment}",
+        params={"profile": cfg.profile, "elapsed_h": list(rc.elapsed_h),
+                "quantiles": "0.1,0.5,0.9 on log1p(hours)", "num_boost_round":
+                rc.num_boost_round, "calibration_days": rc.calibration_days,
+                "regime_open_edges": list(rc.regime_open_edges),
+                "max_end_uncertainty_min": rc.max_end_uncertainty_min,
+                **{f"lgbm_{k}": v for k, v in rc.lgbm_params.items()}},
+        metrics={"first_report": report["headline_first_report"],
+                 "comparison": report["comparison"]},
+        artifacts={"restoration_report.json": report},
+        text_artifacts={"comparison.md": comparison_markdown(report["comparison"])},
+        tags={"run_name": f"{cfg.profile}-restoration-to-{cfg.model.train_end:%Y-%m-%d}",
+              "profile": cfg.profile, "test_period": f"{cfg.model.test_start:%Y-%m-%d}.."
+              f"{cfg.model.test_end:%Y-%m-%d}"},
+        name="duration_model",
+    )
+
+
+@task(retries=1, retry_delay_seconds=5, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
+def restoration_champion(cfg: Settings) -> tuple[DurationModel, str]:
+    return load_champion(cfg.tracking_uri, cfg.restoration.model_name)
+
+
+@task(cache_policy=NO_CACHE)
+def add_durations(model: DurationModel, windows: pd.DataFrame, data: Dataset, state: GridState,
+                  weather: pd.DataFrame, as_of: pd.Timestamp, cfg: Settings) -> pd.DataFrame:
+    return window_durations(model, windows, data.areas, state, weather, as_of,
+                            cfg.weather.station.timezone, cfg.features)
+
+
+@task(cache_policy=NO_CACHE)
+def open_outages(model: DurationModel, data: Dataset, state: GridState, weather: pd.DataFrame,
+                 as_of: pd.Timestamp, updates: UtilityUpdates | None, cfg: Settings
+                 ) -> pd.DataFrame:
+    return estimate_open_outages(model, data.events, state, weather, as_of,
+                                 cfg.weather.station.timezone, cfg.features, updates)
+
+
 @task(cache_policy=NO_CACHE)
 def issue_time(as_of: str | None, data: Dataset, weather: pd.DataFrame, cfg: Settings
                ) -> pd.Timestamp:
@@ -162,10 +233,11 @@ def enqueue_advisories(advisories: list, cfg: Settings) -> dict[str, int]:
 
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
 def publish(run_dir: Path, windows: pd.DataFrame, hourly: pd.DataFrame, advisories: list,
-            metrics: dict, meta: dict[str, str]) -> dict[str, str]:
+            metrics: dict, meta: dict[str, str], outages: pd.DataFrame | None
+            ) -> dict[str, str]:
     return write_outputs(run_dir, windows=windows, hourly=hourly,
                          advisories=[a.to_dict() for a in advisories], metrics=metrics,
-                         meta=meta)
+                         meta=meta, open_outages=outages)
 
 
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
@@ -204,18 +276,45 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
     with _stage(timings, "register"):
         registered = register(model, metrics, data, cfg)
         scorer, version = champion(cfg)
+    restoration: dict[str, Any] = {"enabled": cfg.restoration.enabled}
+    durations: DurationModel | None = None
+    updates: UtilityUpdates | None = None
+    updates_contract: dict = {}
+    state: GridState | None = None
+    if cfg.restoration.enabled:
+        with _stage(timings, "restoration_model"):
+            updates, updates_contract = load_updates(cfg)
+            duration_model, restoration_report, state = train_restoration(
+                data, updates, weather, cfg)
+            duration_registered = register_restoration(duration_model, restoration_report, cfg)
+            durations, duration_version = restoration_champion(cfg)
+        restoration |= {"model": cfg.restoration.model_name, "version": duration_version,
+                        "mlflow_run_id": duration_registered["run_id"],
+                        "first_report": restoration_report["headline_first_report"],
+                        "outages": restoration_report["outages"]}
     run_id = RunId.new(issue).value
     meta = {"model_version": version, "run_id": run_id, "weather_source": "replay"}
     with _stage(timings, "score"):
         hourly, drivers = score(scorer, data, issue, cfg)
         windows = windows_from(hourly, drivers, data, cfg, meta)
+        outages = None
+        if durations is not None and state is not None:
+            windows = add_durations(durations, windows, data, state, weather, issue, cfg)
+            outages = open_outages(durations, data, state, weather, issue, updates, cfg)
+            restoration["open_outages_at_as_of"] = len(cast(pd.DataFrame, outages))
     with _stage(timings, "advise"):
         customers = customers_for(data, cfg)
         advisories = advise(windows, customers, issue, cfg)
         outbox = enqueue_advisories(advisories, cfg)
+    extra_contracts = [updates_contract] if cfg.restoration.enabled else []
+    if cfg.restoration.enabled and cfg.restoration.changelog_file:
+        extra_inputs = [input_record(cfg.data_path(cfg.restoration.changelog_file))]
+    else:
+        extra_inputs = []
     run_dir = (out or cfg.paths.runs_dir) / run_id
     with _stage(timings, "publish"):
-        checksums = publish(run_dir, windows, hourly, advisories, metrics, meta)
+        checksums = publish(run_dir, windows, hourly, advisories,
+                            metrics | {"restoration": restoration}, meta, outages)
     manifest = {
         "run_id": run_id,
         "as_of": issue.isoformat(),
@@ -232,11 +331,13 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
         "inputs": [input_record(p) for p in history.source_files]
         + [input_record(cfg.data_path(cfg.weather.noaa_daily_file)),
            input_record(cfg.data_path(cfg.customers.counts_file)),
-           input_record(cfg.data_path(cfg.areas.counties_file))],
+           input_record(cfg.data_path(cfg.areas.counties_file))] + extra_inputs,
         "contracts": [r.to_dict() for r in history.contracts]
-        + [c for c in (weather_contract, counts_contract) if c],
+        + [c for c in (weather_contract, counts_contract, *extra_contracts) if c],
         "quarantined_rows": sum(r.rows_quarantined for r in history.contracts)
-        + sum(c.get("rows_quarantined", 0) for c in (weather_contract, counts_contract) if c),
+        + sum(c.get("rows_quarantined", 0)
+              for c in (weather_contract, counts_contract, *extra_contracts) if c),
+        "restoration": restoration,
         "dataset": data.summary,
         "metrics_overall": metrics["overall"],
         "training": metrics["training"],

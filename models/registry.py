@@ -11,19 +11,17 @@ from typing import Any
 
 import pandas as pd
 
-from models.train import RiskModel
-
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
-BUNDLE = "risk_model.pkl"
 
 
 def _pyfunc_class() -> type:
     import mlflow.pyfunc
 
-    class RiskModelPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
-        """Serves a pickled :class:`RiskModel`: predict() returns outage probabilities."""
+    class ForewarnModelPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
+        """Serves a pickled Forewarn model (``RiskModel``: outage probabilities;
+        ``DurationModel``: P10/P50/P90 hours to restoration) through its predict()."""
 
         def load_context(self, context):
             with open(context.artifacts["bundle"], "rb") as fh:
@@ -34,7 +32,7 @@ def _pyfunc_class() -> type:
         def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
             return self.model.predict(model_input)
 
-    return RiskModelPyfunc
+    return ForewarnModelPyfunc
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
@@ -46,7 +44,7 @@ def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
 
 
 def log_and_register(
-    model: RiskModel,
+    model: Any,
     *,
     tracking_uri: str,
     experiment: str,
@@ -56,6 +54,8 @@ def log_and_register(
     metrics: dict[str, Any],
     artifacts: dict[str, Any],
     tags: dict[str, str],
+    name: str = "risk_model",
+    text_artifacts: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """Log a training run (params, flattened metrics, JSON artifacts, the model as an MLflow
     pyfunc), register it under ``model_name`` and point the ``champion`` alias at it.
@@ -80,11 +80,13 @@ def log_and_register(
         mlflow.set_tags(tags)
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_metrics(flat)
-        for name, doc in artifacts.items():
-            mlflow.log_dict(doc, name)
-        bundle = Path(tmp) / BUNDLE
+        for filename, doc in artifacts.items():
+            mlflow.log_dict(doc, filename)
+        for filename, text in (text_artifacts or {}).items():
+            mlflow.log_text(text, filename)
+        bundle = Path(tmp) / f"{name}.pkl"
         bundle.write_bytes(pickle.dumps(model))
-        info = _log_pyfunc(mlflow, bundle, model_name)
+        info = _log_pyfunc(mlflow, bundle, model_name, name)
         run_id = run.info.run_id
     version = str(info.registered_model_version)
     client.set_registered_model_alias(model_name, CHAMPION, version)
@@ -95,7 +97,7 @@ def log_and_register(
             "model_uri": f"models:/{model_name}@{CHAMPION}"}
 
 
-def load_champion(tracking_uri: str, model_name: str) -> tuple[RiskModel, str]:
+def load_champion(tracking_uri: str, model_name: str) -> tuple[Any, str]:
     """The model behind the ``champion`` alias and its version."""
     import mlflow
     from mlflow import MlflowClient
@@ -107,9 +109,9 @@ def load_champion(tracking_uri: str, model_name: str) -> tuple[RiskModel, str]:
     return loaded.unwrap_python_model().model, str(version)
 
 
-def _log_pyfunc(mlflow: Any, bundle: Path, model_name: str) -> Any:
+def _log_pyfunc(mlflow: Any, bundle: Path, model_name: str, name: str) -> Any:
     return mlflow.pyfunc.log_model(
-        name="risk_model",
+        name=name,
         python_model=_pyfunc_class()(),
         artifacts={"bundle": str(bundle)},
         pip_requirements=_requirements(),

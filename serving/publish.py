@@ -1,8 +1,10 @@
 """The output contract for downstream notifiers (schema version in every file).
 
 A run directory holds ``risk_windows.parquet`` and ``risk_windows.json`` (same rows),
-``risk_hourly.parquet``, ``advisories.jsonl``, ``metrics.json`` and the ``run.json`` manifest.
-A change to a column is a new ``SCHEMA_VERSION``.
+``risk_hourly.parquet``, ``advisories.jsonl``, ``metrics.json``, ``outage_estimates.parquet``
+(outages on the map at the as-of time with their estimated restoration) and the ``run.json``
+manifest. A change to a column is a new ``SCHEMA_VERSION`` (1.1: windows carry
+duration_p10_h / duration_p50_h / duration_p90_h, and outage_estimates.parquet).
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from typing import Any
 
 import pandas as pd
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 WINDOWS_PARQUET = "risk_windows.parquet"
 WINDOWS_JSON = "risk_windows.json"
 HOURLY_PARQUET = "risk_hourly.parquet"
 ADVISORIES_JSONL = "advisories.jsonl"
 METRICS_JSON = "metrics.json"
+OUTAGES_PARQUET = "outage_estimates.parquet"
 MANIFEST_JSON = "run.json"
 
 
@@ -88,6 +91,7 @@ def write_outputs(
     advisories: Sequence[dict[str, Any]],
     metrics: dict[str, Any],
     meta: dict[str, str],
+    open_outages: pd.DataFrame | None = None,
 ) -> dict[str, str]:
     """Write the contract files into ``run_dir``; returns file name -> sha256. ``meta``
     (model_version, run_id, weather_source) is stamped on every hourly row."""
@@ -100,7 +104,11 @@ def write_outputs(
     hourly.assign(**meta).to_parquet(run_dir / HOURLY_PARQUET, index=False)
     _write_jsonl(run_dir / ADVISORIES_JSONL, advisories)
     write_json(run_dir / METRICS_JSON, version | metrics)
-    names = (WINDOWS_PARQUET, WINDOWS_JSON, HOURLY_PARQUET, ADVISORIES_JSONL, METRICS_JSON)
+    names: tuple[str, ...] = (WINDOWS_PARQUET, WINDOWS_JSON, HOURLY_PARQUET, ADVISORIES_JSONL,
+                              METRICS_JSON)
+    if open_outages is not None:
+        open_outages.to_parquet(run_dir / OUTAGES_PARQUET, index=False)
+        names += (OUTAGES_PARQUET,)
     return {name: sha256_file(run_dir / name) for name in names}
 
 

@@ -41,6 +41,7 @@ def slice_settings(tmp_path_factory, data_dir):
                       "test_end": "2023-04-01T00:00:00Z", "num_boost_round": 80,
                       "min_positive_hours": 300},
             "windows": {"min_probability": 0.15, "min_lift": 1.2},
+            "restoration": {"num_boost_round": 40},
             "advisories": {"segments": {"residential": {"threshold": 0.3},
                                         "commercial": {"threshold": 0.25}}},
         },
@@ -61,15 +62,15 @@ def test_run_directory_holds_the_output_contract(two_runs, slice_settings):
     first, _ = two_runs
     run_dir = Path(first["run_dir"])
     names = {"risk_windows.parquet", "risk_windows.json", "risk_hourly.parquet",
-             "advisories.jsonl", "metrics.json", "run.json"}
+             "advisories.jsonl", "metrics.json", "run.json", "outage_estimates.parquet"}
     assert names <= {p.name for p in run_dir.iterdir()}
     manifest = json.loads((run_dir / "run.json").read_text())
-    assert manifest["schema_version"] == "1.0"
+    assert manifest["schema_version"] == "1.1"
     assert manifest["as_of"] == "2023-03-02T12:00:00+00:00"
     assert manifest["dataset"]["areas"] == len(AREAS)
     assert all(re.fullmatch(r"[0-9a-f]{64}", i["sha256"]) for i in manifest["inputs"])
     assert {c["suite"] for c in manifest["contracts"]} == {
-        "lgeku_events", "lgeku_snapshots", "noaa_daily", "eaglei_mcc"}
+        "lgeku_events", "lgeku_snapshots", "noaa_daily", "eaglei_mcc", "lgeku_changelog"}
     assert manifest["quarantined_rows"] == 0
     assert set(manifest["timings_s"]) >= {"load_outages", "train_and_evaluate", "score"}
     assert manifest["model"]["as_of_inside_training"] is False
@@ -106,6 +107,30 @@ def test_windows_are_ranked_capped_and_explained(two_runs):
     assert (windows["start"] >= pd.Timestamp(AS_OF)).all()
     drivers = json.loads(windows["drivers"].iloc[0])
     assert drivers and all(d["text_en"] and d["text_zh"] for d in drivers)
+
+
+def test_windows_and_open_outages_carry_restoration_estimates(two_runs, slice_settings):
+    from mlflow import MlflowClient
+
+    first, _ = two_runs
+    run_dir = Path(first["run_dir"])
+    windows = pd.read_parquet(run_dir / "risk_windows.parquet")
+    p10, p50, p90 = (windows[f"duration_p{q}_h"] for q in (10, 50, 90))
+    assert (p10 >= 0).all() and (p10 <= p50).all() and (p50 <= p90).all()
+    assert (p90 > p10).all()
+    outages = pd.read_parquet(run_dir / "outage_estimates.parquet")
+    as_of = pd.Timestamp(AS_OF)
+    assert len(outages) == first["restoration"]["open_outages_at_as_of"] > 0
+    assert (outages["first_seen_utc"] <= as_of).all()
+    assert (outages["restored_p50_utc"] >= as_of).all()
+    headline = first["restoration"]["first_report"]
+    assert headline["n"] > 1000 and headline["p50_mae_h"] > 0
+    client = MlflowClient(tracking_uri=slice_settings.tracking_uri)
+    champion = client.get_model_version_by_alias("forewarn-restoration", "champion")
+    assert str(champion.version) == first["restoration"]["version"]
+    run = client.get_run(first["restoration"]["mlflow_run_id"])
+    assert run.data.metrics["first_report_p50_mae_h"] == pytest.approx(headline["p50_mae_h"])
+    assert "first_report_utility_first_etr_mae_h" in run.data.metrics
 
 
 def test_model_is_registered_as_champion_in_mlflow(two_runs, slice_settings):
