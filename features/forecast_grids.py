@@ -573,12 +573,12 @@ def _deaccumulate(da: xr.DataArray, spec: GridVariable, source: str,
         if len(end_h):
             start_h[0] = 0.0
     by_window = {(s, e): i for i, (s, e) in enumerate(zip(start_h, end_h, strict=True))}
-    parts = []
+    values = da.transpose(ISSUE, STEP, ...).values
+    amounts = values.copy()
     for i, (s, e) in enumerate(zip(start_h, end_h, strict=True)):
         prev_end = end_h[i - 1] if i > 0 else s
         if s >= prev_end:
-            parts.append(da.isel({STEP: i}))
-            continue
+            continue  # a bucket of its own (or the first step)
         j = by_window.get((s, prev_end))
         if j is None:
             raise ContractError(
@@ -586,8 +586,8 @@ def _deaccumulate(da: xr.DataArray, spec: GridVariable, source: str,
                 f"no {s:g}-{prev_end:g} h value to subtract, so the amount of step "
                 f"{prev_end:g}-{e:g} h is unknown\n  rule: accumulations_split_into_steps"
             )
-        parts.append(da.isel({STEP: i}) - da.isel({STEP: j}))
-    return xr.concat(parts, dim=STEP).assign_attrs(da.attrs)
+        amounts[:, i] = values[:, i] - values[:, j]
+    return da.transpose(ISSUE, STEP, ...).copy(data=amounts)
 
 
 def _check_range(da: xr.DataArray, spec: GridVariable, source: str) -> xr.DataArray:
@@ -732,25 +732,28 @@ def _xyz(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
 
 def _curvilinear_index(glat: np.ndarray, glon: np.ndarray, lat: np.ndarray,
                        lon: np.ndarray) -> GridIndex:
-    """Fractional indices on a grid with 2-D latitude/longitude: the nearest grid point (k-d
-    tree on the unit sphere), then Newton steps that invert the bilinear map of the cell in a
-    local plane around the point."""
+    """Fractional indices on a grid with 2-D latitude/longitude: a first guess from the
+    nearest point of a thinned grid (k-d tree on the unit sphere), then Newton steps that
+    invert the grid's bilinear map in a local plane around each point. Points the steps
+    cannot reach (off the grid) get NaN."""
     from scipy.spatial import cKDTree
 
     ny, nx = glat.shape
-    ok = np.isfinite(glat) & np.isfinite(glon)
-    flat_ok = np.flatnonzero(ok.ravel())
-    tree = cKDTree(_xyz(glat.ravel()[flat_ok], glon.ravel()[flat_ok]))
-    dist, k = tree.query(_xyz(lat, lon))
-    iy, ix = np.unravel_index(flat_ok[k], (ny, nx))
-    fy, fx = iy.astype("float64"), ix.astype("float64")
+    stride = max(1, int(math.sqrt(ny * nx / 20_000)))
+    sub_lat, sub_lon = glat[::stride, ::stride], glon[::stride, ::stride]
+    ok = (np.isfinite(sub_lat) & np.isfinite(sub_lon)).ravel()
+    tree = cKDTree(_xyz(sub_lat.ravel()[ok], sub_lon.ravel()[ok]))
+    _, k = tree.query(_xyz(lat, lon))
+    iy, ix = np.unravel_index(np.flatnonzero(ok)[k], sub_lat.shape)
+    fy, fx = (iy * stride).astype("float64"), (ix * stride).astype("float64")
     coslat = np.cos(np.radians(lat))
 
     def local(yy: np.ndarray, xx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         dlon = np.mod(glon[yy, xx] - lon + 180.0, 360.0) - 180.0
         return dlon * coslat, glat[yy, xx] - lat
 
-    for _ in range(10):
+    residual = np.full(len(lat), np.inf)
+    for _ in range(30):
         y0 = np.clip(np.floor(fy), 0, ny - 2).astype(int)
         x0 = np.clip(np.floor(fx), 0, nx - 2).astype(int)
         ty, tx = fy - y0, fx - x0
@@ -758,6 +761,7 @@ def _curvilinear_index(glat: np.ndarray, glon: np.ndarray, lat: np.ndarray,
         (x10, y10), (x11, y11) = local(y0 + 1, x0), local(y0 + 1, x0 + 1)
         px = x00 * (1 - ty) * (1 - tx) + x01 * (1 - ty) * tx + x10 * ty * (1 - tx) + x11 * ty * tx
         py = y00 * (1 - ty) * (1 - tx) + y01 * (1 - ty) * tx + y10 * ty * (1 - tx) + y11 * ty * tx
+        residual = np.hypot(px, py)  # degrees between the point and where (fy, fx) maps
         dpx_dty = (x10 - x00) * (1 - tx) + (x11 - x01) * tx
         dpx_dtx = (x01 - x00) * (1 - ty) + (x11 - x10) * ty
         dpy_dty = (y10 - y00) * (1 - tx) + (y11 - y01) * tx
@@ -766,16 +770,13 @@ def _curvilinear_index(glat: np.ndarray, glon: np.ndarray, lat: np.ndarray,
         with np.errstate(divide="ignore", invalid="ignore"):
             d_ty = (px * dpy_dtx - py * dpx_dtx) / det
             d_tx = (py * dpx_dty - px * dpy_dty) / det
-        fy = y0 + ty - d_ty
-        fx = x0 + tx - d_tx
-        if np.nanmax(np.abs(np.concatenate([d_ty, d_tx])), initial=0.0) < 1e-9:
+        # at most a few cells per step, so a far first guess walks rather than jumps
+        fy = y0 + ty - np.clip(d_ty, -stride, stride)
+        fx = x0 + tx - np.clip(d_tx, -stride, stride)
+        if np.nanmax(np.abs(np.concatenate([d_ty, d_tx])), initial=0.0) < 1e-10:
             break
-    # a point farther from its nearest grid point than two cell diagonals is off the grid
-    cell = np.hypot(*(np.radians(np.array([glat[1, 0] - glat[0, 0], glat[0, 1] - glat[0, 0]]))))
-    cell = max(cell, np.radians(np.nanmedian(np.abs(np.diff(glat, axis=0)))))
-    far = dist > 3 * cell
-    fy = np.where(far, np.nan, fy)
-    return GridIndex(fy, fx, ny, nx, False)
+    lost = ~(residual < 1e-6)
+    return GridIndex(np.where(lost, np.nan, fy), np.where(lost, np.nan, fx), ny, nx, False)
 
 
 def _sample(values: np.ndarray, index: GridIndex, method: Method) -> np.ndarray:
