@@ -206,16 +206,16 @@ def read_forecast_file(
         if da is None:
             continue
         arrays[spec.column] = _check_range(da, spec, source)
-    missing = [c for c in required if c not in arrays]
-    if missing or not arrays:
+    missing = [c for c in required if c not in arrays] or (
+        [] if arrays else [s.column for s in specs])
+    if missing:
+        looked_for = "; ".join(f"{s.column}: {', '.join(s.sources + _flat(s.components))}"
+                               for s in specs if s.column in missing)
         raise ContractError(
-            f"forecast file {source}: variables not found: "
-            f"{', '.join(missing) if missing else 'none of ' + ', '.join(s.column for s in specs)}"
-            f"\n  rule: variables_present\n  names looked for: "
-            + "; ".join(f"{s.column}: {', '.join(s.sources + _flat(s.components))}"
-                        for s in specs if not missing or s.column in missing)
-            + f"\n  the file has: {', '.join(reader.names()) or '(nothing readable)'}"
-            "\n  hint: map the file's names with forecast.overrides.<column>.sources"
+            f"forecast file {source}: variables not found: {', '.join(missing)}\n"
+            f"  rule: variables_present\n  names looked for: {looked_for}\n"
+            f"  the file has: {', '.join(reader.names()) or '(nothing readable)'}\n"
+            "  hint: map the file's names with forecast.overrides.<column>.sources"
         )
     try:
         grid = xr.merge(list(arrays.values()), join="outer", compat="no_conflicts")
@@ -688,14 +688,19 @@ def _to_convention(lon: np.ndarray, grid_lon: np.ndarray) -> np.ndarray:
 
 
 def _axis_position(axis: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Fractional index of values along a monotonic axis; NaN outside it."""
-    idx = np.arange(len(axis), dtype="float64")
+    """Fractional index of values along a monotonic axis, extended linearly past its ends
+    (so that ``grid_index`` can tell "half a cell beyond the edge" from "off the grid")."""
     if len(axis) == 1:
         return np.where(np.isclose(values, axis[0]), 0.0, np.nan)
+    idx = np.arange(len(axis), dtype="float64")
     if axis[0] > axis[-1]:
         axis, idx = axis[::-1], idx[::-1]
     pos = np.interp(values, axis, idx)
-    return np.where((values < axis[0]) | (values > axis[-1]), np.nan, pos)
+    below, above = values < axis[0], values > axis[-1]
+    pos[below] = idx[0] + (values[below] - axis[0]) * (idx[1] - idx[0]) / (axis[1] - axis[0])
+    pos[above] = idx[-1] + (values[above] - axis[-1]) * (idx[-1] - idx[-2]) / (
+        axis[-1] - axis[-2])
+    return pos
 
 
 def _regular_index(glat: np.ndarray, glon: np.ndarray, lat: np.ndarray,
@@ -704,25 +709,8 @@ def _regular_index(glat: np.ndarray, glon: np.ndarray, lat: np.ndarray,
     lon = _to_convention(lon, glon)
     step = (glon[-1] - glon[0]) / (nx - 1) if nx > 1 else 0.0
     periodic = nx > 1 and math.isclose(abs(step) * nx, 360.0, rel_tol=1e-6)
-    if periodic:
-        fx = np.mod((lon - glon[0]) / step, nx)
-    else:
-        fx = _axis_position(glon, lon)
-    fy = _axis_position(glat, lat)
-    # half a cell beyond the outer rows/columns still has a nearest value
-    half = 0.5
-    for f, axis, vals in ((fy, glat, lat),) + (() if periodic else ((fx, glon, lon),)):
-        if len(axis) > 1:
-            d = abs(axis[1] - axis[0])
-            lo, hi = min(axis[0], axis[-1]), max(axis[0], axis[-1])
-            near_lo = np.isnan(f) & (vals >= lo - half * d) & (vals < lo)
-            near_hi = np.isnan(f) & (vals <= hi + half * d) & (vals > hi)
-            first_is_lo = axis[0] < axis[-1]
-            f[near_lo] = (-(lo - vals[near_lo]) / d) if first_is_lo else (
-                len(axis) - 1 + (lo - vals[near_lo]) / d)
-            f[near_hi] = (len(axis) - 1 + (vals[near_hi] - hi) / d) if first_is_lo else (
-                -(vals[near_hi] - hi) / d)
-    return GridIndex(fy, fx, ny, nx, periodic)
+    fx = np.mod((lon - glon[0]) / step, nx) if periodic else _axis_position(glon, lon)
+    return GridIndex(_axis_position(glat, lat), fx, ny, nx, periodic)
 
 
 def _xyz(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:

@@ -42,13 +42,19 @@ def _quiet_decoders():
 def raw_grib(path: Path, short_name: str) -> list[dict]:
     """Every field of ``short_name`` read with ecCodes alone: values (NaN where missing) on
     the (Ny, Nx) grid in north-up row order, latitudes, longitudes, step range."""
-    out = []
+    return raw_grib_fields(path, short_name)[short_name]
+
+
+def raw_grib_fields(path: Path, *short_names: str) -> dict[str, list[dict]]:
+    """``raw_grib`` for several short names in one pass over the file."""
+    out: dict[str, list[dict]] = {name: [] for name in short_names}
     eccodes.codes_grib_multi_support_on()
     try:
         with path.open("rb") as fh:
             while (h := eccodes.codes_grib_new_from_file(fh)) is not None:
                 try:
-                    if eccodes.codes_get(h, "shortName") != short_name:
+                    name = eccodes.codes_get(h, "shortName")
+                    if name not in out:
                         continue
                     nx, ny = eccodes.codes_get(h, "Nx"), eccodes.codes_get(h, "Ny")
                     values = eccodes.codes_get_values(h).reshape(ny, nx)
@@ -57,7 +63,7 @@ def raw_grib(path: Path, short_name: str) -> list[dict]:
                     if eccodes.codes_get(h, "alternativeRowScanning"):
                         # boustrophedonic rows (NDFD): every second row runs east to west
                         values[1::2] = values[1::2, ::-1].copy()
-                    out.append({
+                    out[name].append({
                         "values": values,
                         "lat": eccodes.codes_get_array(h, "latitudes").reshape(ny, nx),
                         "lon": eccodes.codes_get_array(h, "longitudes").reshape(ny, nx),
@@ -87,6 +93,20 @@ def ndfd_raw(data_dir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def gfs(data_dir: Path) -> xr.Dataset:
     return fg.read_forecast_file(data_dir / GFS)
+
+
+@pytest.fixture(scope="module")
+def era5_uk(data_dir: Path) -> xr.Dataset:
+    return fg.read_forecast_file(data_dir / ERA5_UK)
+
+
+@pytest.fixture(scope="module")
+def era5_uk_direct(data_dir: Path) -> xr.Dataset:
+    """The ERA5 UK file opened with xarray and cfgrib directly, not through the reader."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return xr.open_dataset(data_dir / ERA5_UK, engine="cfgrib",
+                               backend_kwargs={"indexpath": ""}).load()
 
 
 # ---------------------------------------------------------------- NDFD: Lambert, 2-D lat/lon
@@ -141,8 +161,8 @@ def test_gfs_variables_units_and_raw_values(gfs: xr.Dataset, data_dir: Path) -> 
     lat0, lon0 = 37.5, 275.0  # a grid point of the 2.5° grid, in Kentucky
     iy, ix = int((90 - lat0) / 2.5), int(lon0 / 2.5)
     frame = fg.sample_forecast(gfs, areas_at(("ky", lat0, lon0 - 360)), "nearest").iloc[0]
-    raw = {name: raw_grib(data_dir / GFS, name)[0]["values"][iy, ix]
-           for name in ("2t", "tp", "10u", "10v", "gust", "prmsl", "2r")}
+    fields = raw_grib_fields(data_dir / GFS, "2t", "tp", "10u", "10v", "gust", "prmsl", "2r")
+    raw = {name: found[0]["values"][iy, ix] for name, found in fields.items()}
     assert frame[C.FC_T2M] == pytest.approx(raw["2t"] - 273.15, abs=1e-4)  # K -> °C
     assert frame[C.FC_PRCP] == pytest.approx(raw["tp"], abs=1e-4)  # kg m-2 = mm
     assert frame[C.FC_WIND] == pytest.approx(np.hypot(raw["10u"], raw["10v"]), abs=1e-4)
@@ -209,10 +229,46 @@ def test_area_points_adds_a_ring_around_each_area() -> None:
     np.testing.assert_allclose(km, 10.0, rtol=1e-3)
 
 
-def test_points_outside_the_grid_are_refused_by_name(data_dir) -> None:
-    uk = fg.read_forecast_file(data_dir / ERA5_UK)
+def test_points_outside_the_grid_are_refused_by_name(era5_uk) -> None:
+    uk = era5_uk
     with pytest.raises(ContractError, match=r"1 of 2 points lie outside the grid.*38\.040"):
         fg.sample_forecast(uk, areas_at(("london", 51.5, -0.1), ("lex", *LEXINGTON)))
+
+
+def tiny_grid(values: list[list[float]]) -> xr.Dataset:
+    """A 2 x 2 regular grid at 38/39 °N, 275/276 °E with one issue and one step."""
+    return xr.Dataset(
+        {"v": (("issue_ts", "step", "y", "x"), np.array(values, dtype="float64")[None, None])},
+        coords={"issue_ts": pd.to_datetime(["2024-01-01"]),
+                "step": pd.to_timedelta([3], "h"),
+                fg.LAT: ("y", [38.0, 39.0]), fg.LON: ("x", [275.0, 276.0])})
+
+
+def test_bilinear_by_hand_and_beside_a_missing_corner() -> None:
+    grid = tiny_grid([[0.0, 10.0], [20.0, 30.0]])
+    # a quarter of the way north and three quarters of the way east (275.75 °E = -84.25)
+    frame = fg.sample_forecast(grid, areas_at(("p", 38.25, -84.25)), "bilinear")
+    by_hand = (0.75 * 0.25 * 0.0 + 0.75 * 0.75 * 10.0 + 0.25 * 0.25 * 20.0 + 0.25 * 0.75 * 30.0)
+    assert frame["v"].iloc[0] == pytest.approx(by_hand) == pytest.approx(12.5)
+    assert fg.sample_forecast(grid, areas_at(("p", 38.25, -84.25)), "nearest")["v"].iloc[0] == 10
+    # a masked corner (sea, outside a regional model) drops out and the others are reweighted
+    masked = tiny_grid([[np.nan, 10.0], [20.0, 30.0]])
+    frame = fg.sample_forecast(masked, areas_at(("p", 38.5, -84.5)), "bilinear")
+    assert frame["v"].iloc[0] == pytest.approx(20.0)
+    assert frame[C.TS].iloc[0] == pd.Timestamp("2024-01-01 03:00", tz="UTC")
+
+
+def test_netcdf_with_valid_times_and_a_reference_time_gets_leads(era5_uk_direct,
+                                                                 tmp_path) -> None:
+    def with_reference(ds):
+        return ds.isel(time=slice(6, 12)).assign_coords(
+            forecast_reference_time=np.datetime64("2019-03-01T00:00", "ns"))
+
+    path = uk_copy(era5_uk_direct, tmp_path / "t2m_valid_times.nc", with_reference)
+    grid = fg.read_forecast_file(path, [fg.DEFAULT_VARIABLES[C.FC_T2M]])
+    frame = fg.sample_forecast(grid, areas_at(("p", 52.0, 0.0)))
+    assert frame[C.LEAD_H].tolist() == [6.0, 7.0, 8.0, 9.0, 10.0, 11.0]
+    assert (frame[C.ISSUE_TS] == pd.Timestamp("2019-03-01", tz="UTC")).all()
 
 
 # ---------------------------------------------------------------- Eta, ERA5, ERA-Interim
@@ -228,10 +284,8 @@ def test_eta_lambert_grid_point_equals_raw(data_dir) -> None:
     assert frame[C.LEAD_H].iloc[0] == 24.0
 
 
-def test_era5_hourly_analyses_are_issues_with_lead_zero(data_dir) -> None:
-    grid = fg.read_forecast_file(data_dir / ERA5_UK)
-    direct = xr.open_dataset(data_dir / ERA5_UK, engine="cfgrib",
-                             backend_kwargs={"indexpath": ""})
+def test_era5_hourly_analyses_are_issues_with_lead_zero(era5_uk, era5_uk_direct) -> None:
+    grid, direct = era5_uk, era5_uk_direct
     frame = fg.sample_forecast(grid, areas_at(("p", 51.5, -1.0), ("q", 51.5, 359.0)), "nearest")
     assert frame[C.ISSUE_TS].nunique() == 744 and (frame[C.LEAD_H] == 0).all()
     expected = direct.t2m.sel(latitude=51.5, longitude=-1.0).values - 273.15
@@ -311,21 +365,21 @@ def test_unknown_units_name_file_variable_and_rule() -> None:
         fg.convert_units(xr.DataArray([1.0]), "furlongs", "mm", source="file.nc", variable="tp")
 
 
-def uk_copy(data_dir: Path, path: Path, transform) -> Path:
+def uk_copy(direct: xr.Dataset, path: Path, transform) -> Path:
     """The real ERA5 UK 2 m temperature (first 48 hours) written as NetCDF after ``transform``."""
-    ds = xr.open_dataset(data_dir / ERA5_UK, engine="cfgrib", backend_kwargs={"indexpath": ""})
-    ds = ds.isel(time=slice(0, 48))[["t2m"]].drop_vars(["number", "step", "surface",
+    ds = direct.isel(time=slice(0, 48))[["t2m"]].drop_vars(["number", "step", "surface",
                                                           "valid_time"])
     transform(ds).to_netcdf(path)
     return path
 
 
-def test_implausible_values_are_refused_with_the_range_rule(data_dir, tmp_path) -> None:
+def test_implausible_values_are_refused_with_the_range_rule(era5_uk_direct, tmp_path) -> None:
     # values already in °C but labelled K: -263 °C everywhere
     def celsius_labelled_kelvin(ds):
         return ds.assign(t2m=(ds.t2m - 273.15).assign_attrs(units="K"))
 
-    path = uk_copy(data_dir, tmp_path / "t2m_celsius_as_kelvin.nc", celsius_labelled_kelvin)
+    path = uk_copy(era5_uk_direct, tmp_path / "t2m_celsius_as_kelvin.nc",
+                   celsius_labelled_kelvin)
     with pytest.raises(ContractError) as err:
         fg.read_forecast_file(path, [fg.DEFAULT_VARIABLES[C.FC_T2M]])
     message = str(err.value)
@@ -334,8 +388,8 @@ def test_implausible_values_are_refused_with_the_range_rule(data_dir, tmp_path) 
     assert "check the units" in message
 
 
-def test_missing_units_and_coordinates_are_named(data_dir, tmp_path) -> None:
-    no_units = uk_copy(data_dir, tmp_path / "no_units.nc",
+def test_missing_units_and_coordinates_are_named(era5_uk_direct, tmp_path) -> None:
+    no_units = uk_copy(era5_uk_direct, tmp_path / "no_units.nc",
                        lambda ds: ds.assign(t2m=ds.t2m.assign_attrs(units="unknown")))
     with pytest.raises(ContractError, match=r"'t2m' for fc_t2m_c states no units"):
         fg.read_forecast_file(no_units, [fg.DEFAULT_VARIABLES[C.FC_T2M]])
@@ -343,14 +397,14 @@ def test_missing_units_and_coordinates_are_named(data_dir, tmp_path) -> None:
         no_units, [fg.GridVariable(C.FC_T2M, "degC", ("t2m",), -90, 60, source_units="K")])
     assert float(overridden[C.FC_T2M].max()) < 30
 
-    no_coords = uk_copy(data_dir, tmp_path / "no_coords.nc",
+    no_coords = uk_copy(era5_uk_direct, tmp_path / "no_coords.nc",
                         lambda ds: ds.drop_vars(["latitude", "longitude"]))
     with pytest.raises(ContractError, match=r"(?s)no_coords\.nc.*no latitude/longitude.*"
                                             r"coordinates_present"):
         fg.read_forecast_file(no_coords, [fg.DEFAULT_VARIABLES[C.FC_T2M]])
 
 
-def test_running_totals_are_split_into_step_amounts(data_dir, tmp_path) -> None:
+def test_running_totals_are_split_into_step_amounts(era5_uk_direct, tmp_path) -> None:
     """Precipitation accumulated from the issue time (ECMWF style, 'm') becomes mm per step."""
     steps_mm = np.array([1.0, 0.0, 2.5, 4.0])
 
@@ -363,7 +417,7 @@ def test_running_totals_are_split_into_step_amounts(data_dir, tmp_path) -> None:
             coords={"time": ds.time.values[:1], "step": pd.to_timedelta([6, 12, 18, 24], "h"),
                     "latitude": lat, "longitude": lon})
 
-    path = uk_copy(data_dir, tmp_path / "tp_running.nc", running_totals)
+    path = uk_copy(era5_uk_direct, tmp_path / "tp_running.nc", running_totals)
     grid = fg.read_forecast_file(path, [fg.DEFAULT_VARIABLES[C.FC_PRCP]])
     frame = fg.sample_forecast(grid, areas_at(("p", 52.0, 0.0)))
     np.testing.assert_allclose(frame[C.FC_PRCP], steps_mm, atol=1e-9)
