@@ -448,9 +448,11 @@ def _to_product(da: xr.DataArray, spec: GridVariable, source: str, name: str,
 
 def _speed(u: xr.DataArray, v: xr.DataArray, spec: GridVariable, source: str,
            name: str) -> xr.DataArray:
+    """Wind speed from its components (grid-relative components, as on the Eta Lambert grid,
+    give the same speed)."""
     u2 = _to_product(u, replace(spec, kind="instant"), source, name.split("+")[0], "instant")
     v2 = _to_product(v, replace(spec, kind="instant"), source, name.split("+")[1], "instant")
-    speed = xr.DataArray(np.hypot(u2, v2))
+    speed = xr.apply_ufunc(np.hypot, u2, v2, keep_attrs=False)
     return speed.rename(spec.column).assign_attrs(source_variable=name, kind="instant",
                                                   units=spec.unit)
 
