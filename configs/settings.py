@@ -97,6 +97,53 @@ class WeatherSettings(_Section):
     )
 
 
+class ForecastVariableSettings(_Section):
+    """Overrides of how one forecast column is found in the files; unset fields keep the
+    product's defaults (``features.forecast_grids.DEFAULT_VARIABLES``)."""
+
+    sources: tuple[str, ...] | None = Field(
+        None, description="GRIB shortNames or dataset variable names to look for, in order"
+    )
+    components: tuple[tuple[str, str], ...] | None = Field(
+        None, description="(u, v) name pairs whose speed gives the column (wind)"
+    )
+    level: float | None = Field(None, description="vertical level to select (hPa or m)")
+    source_units: str | None = Field(None, description="units to assume instead of the file's")
+    accumulated_from: Literal["issue", "previous_step"] | None = Field(
+        None, description="where accumulations start, for files that do not record it"
+    )
+    min: float | None = Field(None, description="lowest plausible value, product unit")
+    max: float | None = Field(None, description="highest plausible value, product unit")
+
+
+class ForecastSettings(_Section):
+    """Numerical weather forecast grids (GRIB/NetCDF) sampled at the areas. Not yet used by
+    the nightly flow."""
+
+    directory: str = Field(
+        "gridded_weather/pygrib_sampledata",
+        description="folder of forecast files, relative to data_dir unless absolute",
+    )
+    file_glob: str = Field("ds.*.bin", description="which files of the folder to read")
+    variables: tuple[str, ...] = Field(
+        ("fc_t2m_c", "fc_tmax_c", "fc_tmin_c", "fc_prcp_mm", "fc_wind_ms", "fc_gust_ms"),
+        description="product columns to read where a file has them",
+    )
+    overrides: dict[str, ForecastVariableSettings] = Field(default_factory=dict)
+    method: Literal["nearest", "bilinear"] = "bilinear"
+    points_per_area: int = Field(
+        1, ge=1, le=64, description="1 = the area's point; n = it plus n-1 on a circle"
+    )
+    point_radius_km: float = Field(10.0, gt=0, description="radius of that circle, km")
+
+    @model_validator(mode="after")
+    def _overrides_are_read(self) -> ForecastSettings:
+        stray = sorted(set(self.overrides) - set(self.variables))
+        if stray:
+            raise ValueError(f"overrides for columns not in forecast.variables: {stray}")
+        return self
+
+
 class CustomerSettings(_Section):
     """Synthetic customer registry built from public customers-per-county counts."""
 
@@ -265,6 +312,7 @@ class Settings(_Section):
     paths: PathsSettings
     outages: OutageSettings
     weather: WeatherSettings
+    forecast: ForecastSettings
     customers: CustomerSettings
     areas: AreaSettings
     features: FeatureSettings
