@@ -9,7 +9,7 @@ SQLAlchemy URL works. Times are stored as UTC.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -129,6 +129,19 @@ def enqueue(url: str, advisories: Sequence[Advisory]) -> EnqueueResult:
     return EnqueueResult(inserted=inserted, duplicates=len(rows) - inserted)
 
 
+def enqueue_payloads(url: str, payloads: Sequence[Mapping[str, Any]]) -> EnqueueResult:
+    """Like :func:`enqueue` for payload dicts that follow the dispatcher's contract (see
+    serving/dispatch.py): each has ``advisory_id`` (the key), ``run_id``, ``kind``,
+    ``customer_id``, ``send_after_utc`` (ISO-8601 with zone) and ``channel`` or a non-empty
+    ``channels`` list. Insert-or-ignore on the key, in one transaction."""
+    now = datetime.now(UTC)
+    rows = [_payload_row(p, now) for p in payloads]
+    with _engine(url) as engine, engine.begin() as conn:
+        ensure_schema(conn)
+        inserted = _insert_ignore(conn, rows) if rows else 0
+    return EnqueueResult(inserted=inserted, duplicates=len(rows) - inserted)
+
+
 def pending(url: str) -> pd.DataFrame:
     """Rows in state ``pending``, oldest ``send_after`` first, with UTC timestamps."""
     query = (
@@ -180,6 +193,30 @@ def _row(adv: Advisory, now: datetime) -> dict[str, Any]:
         "attempts": 0,
         "created_at": now,
         "send_after": datetime.fromisoformat(adv.send_after_utc).astimezone(UTC),
+    }
+
+
+def _payload_row(payload: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    missing = [k for k in ("advisory_id", "run_id", "kind", "customer_id", "send_after_utc")
+               if not payload.get(k)]
+    channel = payload.get("channel") or (list(payload.get("channels") or []) or [None])[0]
+    if missing or not channel:
+        raise ValueError(f"outbox payload lacks {missing or ['channel or channels']} "
+                         f"(advisory_id {payload.get('advisory_id')!r})")
+    send_after = datetime.fromisoformat(str(payload["send_after_utc"]).replace("Z", "+00:00"))
+    if send_after.tzinfo is None:
+        raise ValueError(f"send_after_utc must carry a zone: {payload['send_after_utc']!r}")
+    return {
+        "idempotency_key": str(payload["advisory_id"]),
+        "run_id": str(payload["run_id"]),
+        "customer_id": str(payload["customer_id"]),
+        "channel": str(channel),
+        "kind": str(payload["kind"]),
+        "payload": json.dumps(dict(payload), ensure_ascii=False, sort_keys=True),
+        "state": "pending",
+        "attempts": 0,
+        "created_at": now,
+        "send_after": send_after.astimezone(UTC),
     }
 
 
