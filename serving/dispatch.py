@@ -104,6 +104,9 @@ class SystemClock:
         time.sleep(seconds)
 
 
+_TOKEN_EPS = 1e-9
+
+
 class TokenBucket:
     """Rate limit of one channel: ``rate_per_s`` messages per second on average, up to
     ``burst`` at once. ``granted`` counts the tokens handed out."""
@@ -121,8 +124,8 @@ class TokenBucket:
         now = self._clock.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self._last) * self.rate)
         self._last = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= 1.0 - _TOKEN_EPS:  # float sums of waits fall a hair short of 1
+            self.tokens = max(0.0, self.tokens - 1.0)
             self.granted += 1
             return 0.0
         return (1.0 - self.tokens) / self.rate
@@ -363,7 +366,7 @@ class Dispatcher:
             name = chain[index]
             now = self.clock.now()
             try:
-                receipt = self._send_one(item, contact, name, index)
+                receipt = self._send_one(item, contact, name, index, report)
             except TransientSendError as exc:
                 row["attempts"] += 1
                 row["channel_attempts"] += 1
@@ -415,7 +418,8 @@ class Dispatcher:
             log.warning("outbox %s dead: %s", row["k"], row["last_error"])
         return row
 
-    def _send_one(self, item: _Claimed, contact: Contact, name: str, index: int) -> Any:
+    def _send_one(self, item: _Claimed, contact: Contact, name: str, index: int,
+                  report: DispatchReport | None = None) -> Any:
         channel = self.channels.get(name)
         if channel is None:
             raise PermanentSendError(f"channel {name} is not available")
@@ -427,7 +431,9 @@ class Dispatcher:
             language=str(item.payload.get("language") or "en"),
             meta={k: item.payload[k] for k in META_FIELDS if k in item.payload},
         )
-        self.buckets[name].acquire()
+        waited = self.buckets[name].acquire()
+        if report is not None:
+            report.waited_s += waited
         try:
             return channel.send(message)
         except SendError:
