@@ -87,7 +87,8 @@ class Channel(Protocol):
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
 _PHONE = re.compile(r"\+?\d[\d\s().-]{6,}\d")
-_OPENID = re.compile(r"\bo[A-Za-z0-9_-]{10,}\b")
+# WeChat OpenIDs: "o" then 10+ id characters with at least one digit or capital (not words)
+_OPENID = re.compile(r"\bo(?=[A-Za-z0-9_-]*[0-9A-Z])[A-Za-z0-9_-]{10,}\b")
 
 
 def scrub(text: str) -> str:
@@ -95,8 +96,8 @@ def scrub(text: str) -> str:
     address, a phone number or a WeChat OpenID masked (provider errors often echo them)."""
     text = " ".join(str(text).split())
     text = _EMAIL.sub("<email>", text)
-    text = _PHONE.sub("<phone>", text)
     text = _OPENID.sub("<openid>", text)
+    text = _PHONE.sub("<phone>", text)
     return text[:ERROR_MAX_CHARS]
 
 
