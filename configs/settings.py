@@ -57,6 +57,11 @@ class PathsSettings(_Section):
         return self.home / "quarantine"
 
     @property
+    def customers_file(self) -> Path:
+        """The customer registry the dispatcher's contact book reads (Parquet)."""
+        return self.home / "customers.parquet"
+
+    @property
     def outbox_url(self) -> str:
         return f"sqlite:///{(self.home / 'outbox.db').resolve()}"
 
@@ -242,16 +247,16 @@ class ChannelLimits(_Section):
     """Sending limits shared by every channel adapter."""
 
     enabled: bool = True
-    rate_per_s: float = Field(10.0, gt=0, description="messages per second (token bucket)")
-    burst: int = Field(10, ge=1, description="messages that may go at once after a quiet spell")
-    timeout_s: float = Field(10.0, gt=0, description="seconds per request to the provider")
+    rate_per_s: float = Field(default=10.0, gt=0, description="messages per second (token bucket)")
+    burst: int = Field(default=10, ge=1, description="messages that may go at once after a quiet spell")
+    timeout_s: float = Field(default=10.0, gt=0, description="seconds per request to the provider")
 
 
 class EmailChannelSettings(ChannelLimits):
     """SMTP relay. Login from FOREWARN_SMTP_USER / FOREWARN_SMTP_PASSWORD when set."""
 
     host: str = "localhost"
-    port: int = Field(25, ge=1, le=65535)
+    port: int = Field(default=25, ge=1, le=65535)
     starttls: bool = False
     sender: str = "Forewarn <no-reply@example.invalid>"
     message_id_domain: str = "forewarn.invalid"
@@ -260,7 +265,7 @@ class EmailChannelSettings(ChannelLimits):
 class WebhookChannelSettings(ChannelLimits):
     """JSON POST to the utility's own notifier; HMAC key from FOREWARN_WEBHOOK_SECRET."""
 
-    url: str | None = Field(None, description="endpoint; the channel is off while unset")
+    url: str | None = Field(default=None, description="endpoint; the channel is off while unset")
     signature_header: str = "X-Forewarn-Signature"
     timestamp_header: str = "X-Forewarn-Timestamp"
 
@@ -270,9 +275,9 @@ class TwilioChannelSettings(ChannelLimits):
     Account SID and auth token from FOREWARN_TWILIO_ACCOUNT_SID / FOREWARN_TWILIO_AUTH_TOKEN."""
 
     base_url: str = "https://api.twilio.com"
-    from_number: str = Field("+15005550006", description="E.164 sender number")
+    from_number: str = Field(default="+15005550006", description="E.164 sender number")
     status_callback_url: str | None = Field(
-        None, description="where the provider posts delivery receipts (idempotency key appended)"
+        default=None, description="where the provider posts delivery receipts (idempotency key appended)"
     )
     voice_languages: dict[str, str] = Field(
         default_factory=lambda: {"en": "en-US", "zh-CN": "cmn-CN"},
@@ -292,49 +297,50 @@ class WechatChannelSettings(ChannelLimits):
     FOREWARN_WECHAT_ACCESS_TOKEN, or fetched with FOREWARN_WECHAT_APPID / _APPSECRET."""
 
     base_url: str = "https://api.weixin.qq.com"
-    template_id: str = Field("forewarn-risk-advisory", description="default template id")
-    url: str | None = Field(None, description="page opened when the message is tapped")
+    template_id: str = Field(default="forewarn-risk-advisory", description="default template id")
+    url: str | None = Field(default=None, description="page opened when the message is tapped")
 
 
 class ChannelsSettings(_Section):
     """Provider endpoints, sender ids and rate limits per channel (no credentials here)."""
 
-    email: EmailChannelSettings = EmailChannelSettings()
-    webhook: WebhookChannelSettings = WebhookChannelSettings()
-    sms: TwilioChannelSettings = TwilioChannelSettings()
-    voice: TwilioChannelSettings = TwilioChannelSettings(rate_per_s=1.0, burst=1)
-    app_push: FcmChannelSettings = FcmChannelSettings()
-    wechat: WechatChannelSettings = WechatChannelSettings()
+    email: EmailChannelSettings = Field(default_factory=EmailChannelSettings)
+    webhook: WebhookChannelSettings = Field(default_factory=WebhookChannelSettings)
+    sms: TwilioChannelSettings = Field(default_factory=TwilioChannelSettings)
+    voice: TwilioChannelSettings = Field(
+        default_factory=lambda: TwilioChannelSettings(rate_per_s=1.0, burst=1))
+    app_push: FcmChannelSettings = Field(default_factory=FcmChannelSettings)
+    wechat: WechatChannelSettings = Field(default_factory=WechatChannelSettings)
 
     def limits(self, channel: str) -> ChannelLimits:
         """The settings of one channel by its dispatch name (see DISPATCH_CHANNELS)."""
         if channel not in DISPATCH_CHANNELS:
             raise KeyError(f"unknown channel {channel!r}; known: {list(DISPATCH_CHANNELS)}")
-        return getattr(self, channel)  # type: ignore[no-any-return]
+        return getattr(self, channel)
 
 
 class DispatchSettings(_Section):
     """How the dispatcher drains the outbox."""
 
-    batch_size: int = Field(200, ge=1, description="rows claimed per transaction")
+    batch_size: int = Field(default=200, ge=1, description="rows claimed per transaction")
     commit_every: int = Field(
-        20, ge=1, description="sends recorded per transaction; also the most messages that a "
+        default=20, ge=1, description="sends recorded per transaction; also the most messages that a "
         "crash can leave sent-but-unrecorded (they are resent with the same idempotency key)"
     )
-    max_attempts: int = Field(5, ge=1, description="tries per channel before falling back")
-    backoff_base_s: float = Field(30.0, gt=0, description="delay after the first failure")
-    backoff_max_s: float = Field(3600.0, gt=0, description="cap of the retry delay")
-    jitter: float = Field(0.2, ge=0, le=1, description="delay is drawn in [d*(1-jitter), d]")
+    max_attempts: int = Field(default=5, ge=1, description="tries per channel before falling back")
+    backoff_base_s: float = Field(default=30.0, gt=0, description="delay after the first failure")
+    backoff_max_s: float = Field(default=3600.0, gt=0, description="cap of the retry delay")
+    jitter: float = Field(default=0.2, ge=0, le=1, description="delay is drawn in [d*(1-jitter), d]")
     lease_s: float = Field(
-        300.0, gt=0, description="a row left in 'sending' longer than this is taken again"
+        default=300.0, gt=0, description="a row left in 'sending' longer than this is taken again"
     )
     escalate_after_s: float = Field(
-        900.0, gt=0, description="critical customers: wait this long for an acknowledgement "
+        default=900.0, gt=0, description="critical customers: wait this long for an acknowledgement "
         "before trying the next channel"
     )
     fallback: tuple[str, ...] = Field(
-        ("app_push", "sms", "voice", "email"),
-        description="channels tried after the customer's own, in this order",
+        default=("app_push", "sms", "voice", "email"),
+        description="critical customers: channels tried after their own, in this order",
     )
 
     @field_validator("fallback")
@@ -387,8 +393,8 @@ class Settings(_Section):
     model: ModelSettings
     windows: WindowSettings
     advisories: AdvisorySettings
-    channels: ChannelsSettings = ChannelsSettings()
-    dispatch: DispatchSettings = DispatchSettings()
+    channels: ChannelsSettings = Field(default_factory=ChannelsSettings)
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     mlflow: MlflowSettings
 
     def data_path(self, relative: str) -> Path:
