@@ -327,6 +327,9 @@ class DispatchSettings(_Section):
         default=20, ge=1, description="sends recorded per transaction; also the most messages that a "
         "crash can leave sent-but-unrecorded (they are resent with the same idempotency key)"
     )
+    concurrency: int = Field(
+        default=4, ge=1, le=64, description="messages sent in parallel (threads); 1 = in order"
+    )
     max_attempts: int = Field(default=5, ge=1, description="tries per channel before falling back")
     backoff_base_s: float = Field(default=30.0, gt=0, description="delay after the first failure")
     backoff_max_s: float = Field(default=3600.0, gt=0, description="cap of the retry delay")

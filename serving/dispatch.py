@@ -48,10 +48,12 @@ import html
 import json
 import logging
 import random
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -118,9 +120,14 @@ class TokenBucket:
         self.granted = 0
         self._clock = clock
         self._last = clock.monotonic()
+        self._lock = threading.Lock()
 
     def take(self) -> float:
         """Take a token and return 0.0, or return the seconds until one is available."""
+        with self._lock:
+            return self._take()
+
+    def _take(self) -> float:
         now = self._clock.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self._last) * self.rate)
         self._last = now
@@ -219,6 +226,13 @@ class DispatchReport:
     waited_s: float = 0.0  # seconds spent waiting for rate-limit tokens
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
 
+    def add(self, other: DispatchReport) -> None:
+        """Add the counts of ``other`` (a part of this run) to these."""
+        for name in ("claimed", "sent", "retrying", "dead", "escalations", "lost_claims",
+                     "waited_s"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.outcomes.update(other.outcomes)
+
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k != "outcomes"}
         out["outcomes"] = {f"{c}:{o}": n for (c, o), n in sorted(self.outcomes.items())}
@@ -269,11 +283,16 @@ class Dispatcher:
                               self.clock)
             for name in self.channels
         }
+        self._pool = (ThreadPoolExecutor(cfg.concurrency, thread_name_prefix="dispatch")
+                      if cfg.concurrency > 1 else None)
         with self.engine.begin() as conn:
             ensure_schema(conn)
 
     def close(self) -> None:
-        """Dispose the engine if this dispatcher opened it (channels are the caller's)."""
+        """Stop the sending threads; dispose the engine if this dispatcher opened it
+        (channels are the caller's to close)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         if self._own_engine:
             self.engine.dispose()
 
@@ -294,29 +313,34 @@ class Dispatcher:
         return report
 
     def claim(self, size: int) -> list[_Claimed]:
-        """Atomically take up to ``size`` due rows into 'sending' under a new claim token
-        (one UPDATE, so the write lock is taken before anything is read)."""
+        """Atomically take up to ``size`` due rows into 'sending' under a new claim token:
+        first rows a dead dispatcher left behind, then escalations, then waiting rows, each
+        oldest first along its own index. UPDATE statements only, so the write lock is
+        taken before anything is read."""
         now = self.clock.now()
         token = f"{self.worker_id}:{uuid.uuid4().hex[:12]}"
-        due = due_clause(now)
-        oldest = (select(outbox.c.idempotency_key).where(due)
-                  .order_by(_due_at(), outbox.c.idempotency_key).limit(size))
-        stamp = (
-            update(outbox)
-            .where(outbox.c.idempotency_key.in_(oldest))
-            .where(due)
-            .values(claimed_by=token, state="sending",
-                    lease_until=now + timedelta(seconds=self.cfg.lease_s))
-        )
+        lease = now + timedelta(seconds=self.cfg.lease_s)
+        taken = 0
         with self.engine.begin() as conn:
-            if not conn.execute(stamp).rowcount:
+            for condition, order in _claim_parts(now):
+                if taken >= size:
+                    break
+                oldest = (select(outbox.c.idempotency_key).where(condition)
+                          .order_by(order).limit(size - taken))
+                taken += conn.execute(
+                    update(outbox)
+                    .where(outbox.c.idempotency_key.in_(oldest), condition)
+                    .values(claimed_by=token, state="sending", lease_until=lease,
+                            next_attempt_at=None)
+                ).rowcount
+            if not taken:
                 return []
             rows = conn.execute(
                 select(outbox.c.idempotency_key, outbox.c.customer_id, outbox.c.channel,
                        outbox.c.payload, outbox.c.attempts, outbox.c.channel_index,
                        outbox.c.channel_attempts, outbox.c.sent_at)
                 .where(outbox.c.claimed_by == token)
-                .order_by(_due_at(), outbox.c.idempotency_key)
+                .order_by(outbox.c.send_after, outbox.c.idempotency_key)
             ).all()
         return [
             _Claimed(key=r[0], token=token, customer_id=r[1], channel=r[2],
@@ -326,18 +350,30 @@ class Dispatcher:
         ]
 
     def process(self, batch: Sequence[_Claimed], report: DispatchReport) -> None:
-        """Send each claimed row and write the results, ``commit_every`` rows at a time."""
-        results: list[dict[str, Any]] = []
-        attempts: list[dict[str, Any]] = []
-        for item in batch:
-            result, tried = self._deliver(item, report)
-            results.append(result)
-            attempts.extend(tried)
-            if len(results) >= self.cfg.commit_every:
-                self._write(results, attempts, report)
-                results, attempts = [], []
-        if results:
-            self._write(results, attempts, report)
+        """Send the claimed rows, ``commit_every`` at a time (``concurrency`` of them in
+        parallel), writing each group's results before the next group starts; so a crash
+        leaves at most one group sent but unrecorded."""
+        size = self.cfg.commit_every
+        for start in range(0, len(batch), size):
+            group = batch[start:start + size]
+            if self._pool is None:
+                done = [self._deliver_alone(item) for item in group]
+            else:
+                done = list(self._pool.map(self._deliver_alone, group))
+            attempts: list[dict[str, Any]] = []
+            for _, tried, part in done:
+                attempts.extend(tried)
+                report.add(part)
+            self._write([row for row, _, _ in done], attempts, report)
+
+    def _deliver_alone(
+        self, item: _Claimed
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], DispatchReport]:
+        """_deliver with a report of its own (merged by the caller: no shared counters
+        between threads)."""
+        part = DispatchReport()
+        row, tried = self._deliver(item, part)
+        return row, tried, part
 
     # -- one row --
 
@@ -475,20 +511,23 @@ _WRITE_ACCEPTED = update(outbox).where(_MINE).values(
     delivered_at=None)
 
 
+def _claim_parts(now: datetime) -> list[tuple[Any, Any]]:
+    """The three kinds of due rows (see :func:`due_clause`), each with the indexed column
+    it is taken in order of."""
+    abandoned = and_(outbox.c.lease_until <= now, outbox.c.state == "sending")
+    escalation = and_(outbox.c.escalate_at <= now, outbox.c.state == "sent",
+                      outbox.c.acknowledged_at.is_(None))
+    waiting = and_(outbox.c.next_attempt_at <= now, outbox.c.state.in_(("pending", "failed")),
+                   outbox.c.send_after <= now)
+    return [(abandoned, outbox.c.lease_until), (escalation, outbox.c.escalate_at),
+            (waiting, outbox.c.next_attempt_at)]
+
+
 def due_clause(now: datetime) -> Any:
     """Rows to send at ``now``: pending or failed and due, left in 'sending' past their lease
     (a dispatcher that died), or sent to a critical customer who has not acknowledged and
     whose escalation time has come."""
-    waiting = and_(outbox.c.state.in_(("pending", "failed")), outbox.c.send_after <= now,
-                   _due_at() <= now)
-    abandoned = and_(outbox.c.state == "sending", outbox.c.lease_until <= now)
-    escalation = and_(outbox.c.state == "sent", outbox.c.escalate_at.is_not(None),
-                      outbox.c.escalate_at <= now, outbox.c.acknowledged_at.is_(None))
-    return or_(waiting, abandoned, escalation)
-
-
-def _due_at() -> Any:
-    return func.coalesce(outbox.c.next_attempt_at, outbox.c.send_after)
+    return or_(*(condition for condition, _ in _claim_parts(now)))
 
 
 def _attempt(key: str, channel: str, outcome: str, provider_id: str | None, error: str | None,
@@ -584,7 +623,7 @@ def due_summary(
             ensure_schema(conn)
         query = (select(outbox.c.customer_id, outbox.c.channel, outbox.c.payload,
                         outbox.c.state, outbox.c.channel_index)
-                 .where(due_clause(now)).order_by(_due_at(), outbox.c.idempotency_key))
+                 .where(due_clause(now)).order_by(outbox.c.send_after, outbox.c.idempotency_key))
         if limit is not None:
             query = query.limit(limit)
         with engine.connect() as conn:

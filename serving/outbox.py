@@ -35,6 +35,7 @@ from sqlalchemy import (
     inspect,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
@@ -71,7 +72,9 @@ outbox = Table(
     Column("send_after", DateTime(timezone=True), nullable=False, comment="UTC"),
     # Added for the dispatcher (serving/dispatch.py); all nullable or defaulted, so that an
     # outbox written before them gains them with ALTER TABLE ... ADD COLUMN (ensure_schema).
-    Column("next_attempt_at", DateTime(timezone=True), comment="UTC; NULL means send_after"),
+    Column("next_attempt_at", DateTime(timezone=True),
+           comment="UTC; when a pending or failed row is next due (send_after at first); "
+           "NULL while the row is not waiting"),
     Column("channel_index", Integer, nullable=False, server_default="0",
            comment="position in the customer's fallback chain of the channel to try next"),
     Column("channel_attempts", Integer, nullable=False, server_default="0",
@@ -90,7 +93,11 @@ outbox = Table(
     Column("delivered_at", DateTime(timezone=True), comment="UTC; provider reported delivered"),
 )
 Index("ix_outbox_state_send_after", outbox.c.state, outbox.c.send_after)
-Index("ix_outbox_state_next_attempt", outbox.c.state, outbox.c.next_attempt_at)
+# The dispatcher's claims walk these in order and stop after a batch (see serving/dispatch.py)
+Index("ix_outbox_next_attempt_at", outbox.c.next_attempt_at)
+Index("ix_outbox_lease_until", outbox.c.lease_until)
+Index("ix_outbox_escalate_at", outbox.c.escalate_at)
+Index("ix_outbox_claimed_by", outbox.c.claimed_by)
 Index("ix_outbox_provider_message_id", outbox.c.provider_message_id)
 
 # One row per send attempt on one channel: the history behind the outbox row's state.
@@ -179,6 +186,12 @@ def ensure_schema(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE {outbox.name} ADD COLUMN {column.name} {ddl}{default}{not_null}"))
     for index in outbox.indexes:
         index.create(conn, checkfirst=True)
+    # rows written before next_attempt_at existed are due from their send_after
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.next_attempt_at.is_(None), outbox.c.state.in_(("pending", "failed")))
+        .values(next_attempt_at=outbox.c.send_after)
+    )
 
 
 def _row(adv: Advisory, now: datetime) -> dict[str, Any]:
@@ -193,6 +206,7 @@ def _row(adv: Advisory, now: datetime) -> dict[str, Any]:
         "attempts": 0,
         "created_at": now,
         "send_after": datetime.fromisoformat(adv.send_after_utc).astimezone(UTC),
+        "next_attempt_at": datetime.fromisoformat(adv.send_after_utc).astimezone(UTC),
     }
 
 
@@ -217,6 +231,7 @@ def _payload_row(payload: Mapping[str, Any], now: datetime) -> dict[str, Any]:
         "attempts": 0,
         "created_at": now,
         "send_after": send_after.astimezone(UTC),
+        "next_attempt_at": send_after.astimezone(UTC),
     }
 
 

@@ -314,3 +314,22 @@ def test_scrub_masks_contact_details() -> None:
             "of the organisation")
     assert scrub(text) == ("to <phone> and <email>, openid <openid>, code 21211 of the "
                            "organisation")
+
+
+def test_an_unreachable_provider_is_a_transient_failure() -> None:
+    push = PushChannel(FcmChannelSettings(base_url=f"http://127.0.0.1:{_free_port()}"), SECRETS)
+    with pytest.raises(TransientSendError, match="ConnectionRefused"):
+        push.send(message("app_push"))
+
+
+def test_a_connection_the_server_closed_is_replaced() -> None:
+    def closing(request):
+        return 200, {"Connection": "close", "Content-Type": "application/json"}, \
+            b'{"name": "projects/p/messages/1"}'
+
+    with http_server(closing) as srv:
+        push = PushChannel(FcmChannelSettings(base_url=srv.url), SECRETS)
+        for _ in range(3):
+            assert push.send(message("app_push")).provider_message_id == "projects/p/messages/1"
+        push.close()
+        assert len(srv.requests) == 3

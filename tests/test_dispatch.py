@@ -117,7 +117,8 @@ def limits(**over: Any) -> ChannelsSettings:
 def dispatcher(db: str, channels: dict[str, Any], book: RegistryContactBook, clock: Clock,
                **cfg: Any) -> Dispatcher:
     rates = cfg.pop("limits", None) or limits()
-    settings = DispatchSettings(**{"backoff_base_s": 30, "jitter": 0.2, **cfg})
+    settings = DispatchSettings(**{"backoff_base_s": 30, "jitter": 0.2, "concurrency": 1,
+                                   **cfg})
     return Dispatcher(db, settings, channels, book, rates, clock=clock, rng=random.Random(7))
 
 
@@ -440,3 +441,18 @@ def test_an_outbox_from_before_the_dispatcher_gains_its_columns(tmp_path) -> Non
     assert row["channel_index"] == 0 and row["acknowledged_at"] is None
     assert due_summary(url, RegistryContactBook(registry(1)), DispatchSettings(), now=T0) == {
         ("webhook", "pending"): 1}
+
+
+def test_parallel_sending_delivers_each_message_once(db, sink) -> None:
+    receiver, server = sink
+    enqueue_payloads(db, [payload(i) for i in range(120)])
+    d = dispatcher(db, {"webhook": webhook_channel(server.url)}, RegistryContactBook(
+        registry(120)), Clock(), concurrency=4, batch_size=50, commit_every=7)
+    try:
+        report = d.run()
+    finally:
+        d.close()
+    assert (report.claimed, report.sent, report.lost_claims) == (120, 120, 0)
+    assert report.outcomes == {("webhook", "sent"): 120}
+    assert len(receiver.delivered) == 120 and sum(receiver.received.values()) == 120
+    assert state_counts(db) == {"sent": 120}

@@ -1,6 +1,6 @@
 """Channel adapters behind one small protocol (see :mod:`serving.channels.base`).
 
-Small hand-written adapters over httpx and smtplib rather than Apprise: Apprise's Twilio and
+Small hand-written adapters over http.client and smtplib rather than Apprise: Apprise's Twilio and
 FCM plugins hard-code the provider hosts (no local test server, no config base URL), it has
 no WeChat official-account template messages, and ``notify()`` answers a bool per batch with
 no provider message id and no transient/permanent distinction, which the outbox needs for

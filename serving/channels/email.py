@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+import threading
 from email.message import EmailMessage
 from email.utils import formatdate
 
@@ -30,8 +31,13 @@ class EmailChannel:
             secrets.smtp_password.get_secret_value() if secrets.smtp_password else None
         )
         self._smtp: smtplib.SMTP | None = None
+        self._lock = threading.Lock()  # one SMTP conversation at a time on the connection
 
     def send(self, message: OutboundMessage) -> Receipt:
+        with self._lock:
+            return self._send(message)
+
+    def _send(self, message: OutboundMessage) -> Receipt:
         to = require(message.contact.email, "e-mail address", message.contact.customer_id)
         content = message.content
         mail = EmailMessage()

@@ -61,7 +61,7 @@ class WebhookChannel:
         }
         assert self.cfg.url is not None
         response = http.post(self._http, self.cfg.url, "webhook", content=body, headers=headers)
-        receipt_id = response.headers.get("X-Receipt-Id") or ""
+        receipt_id = response.headers.get("x-receipt-id") or ""
         if not receipt_id and response.content:
             try:
                 receipt_id = str(response.json().get("id", ""))

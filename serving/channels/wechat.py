@@ -10,11 +10,11 @@ No request dedupe exists on this API.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
+from http.client import HTTPException
 from typing import Any
-
-import httpx
 
 from configs.settings import ChannelSecrets, WechatChannelSettings
 from serving.channels import http
@@ -57,6 +57,7 @@ class WechatChannel:
         self._clock = clock
         self._token: str | None = None
         self._expires = 0.0
+        self._lock = threading.Lock()
         self._base = cfg.base_url.rstrip("/")
         self._http = http.client(cfg.timeout_s)
 
@@ -86,6 +87,10 @@ class WechatChannel:
     def _access_token(self) -> str:
         if self._fixed:
             return self._fixed
+        with self._lock:  # one fetch when several sending threads find the token stale
+            return self._cached_token()
+
+    def _cached_token(self) -> str:
         if self._token and self._clock() < self._expires:
             return self._token
         try:
@@ -94,7 +99,7 @@ class WechatChannel:
                 params={"grant_type": "client_credential", "appid": self._appid or "",
                         "secret": self._appsecret or ""},
             )
-        except httpx.HTTPError as exc:
+        except (OSError, HTTPException) as exc:
             raise TransientSendError(f"wechat token: {type(exc).__name__}") from exc
         http.check(response, "wechat token")
         result = http.json_body(response, "wechat token")
