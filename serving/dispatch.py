@@ -613,8 +613,9 @@ def due_summary(
 ) -> Counter[tuple[str, str]]:
     """What a run at ``now`` (UTC) would send, without sending or changing any row: counts
     of (channel it would try, state the row is in). The channel is "-" for rows whose
-    customer is unknown or whose chain is used up. Tables and columns the outbox lacks are
-    created first (schema only)."""
+    customer is unknown or whose chain is used up. Tables, columns and indexes the outbox
+    lacks are created first, and rows from before the dispatcher get their next_attempt_at
+    (= send_after); no message changes state."""
     now = now or datetime.now(UTC)
     engine = open_engine(url)
     counts: Counter[tuple[str, str]] = Counter()

@@ -107,3 +107,20 @@ def test_the_saved_registry_gives_contacts_back(home: Path) -> None:
     assert contact is not None and contact.channels == ("webhook", "sms")
     assert contact.email == "c3@example.invalid" and contact.push_token is None
     assert book.lookup("nobody") is None
+
+
+def test_the_contact_book_serves_the_synthetic_registry(tmp_path: Path) -> None:
+    from configs.settings import load_settings
+    from features.customers import generate_registry
+
+    areas = pd.DataFrame({"area_id": ["21067", "21111"], "customers_served": [30_000, 50_000],
+                          "timezone": "America/New_York"})
+    registry = generate_registry(areas, load_settings(environ={}).customers)
+    book = RegistryContactBook.from_file(save_registry(registry, tmp_path / "c.parquet"))
+    assert len(book) == len(registry) == 800
+    for row in registry.sample(50, random_state=1).itertuples():
+        contact = book.lookup(row.customer_id)
+        assert contact is not None and contact.channels == tuple(row.channels)
+        assert (contact.phone, contact.email) == (row.phone, row.email)
+        assert (contact.wechat_openid is not None) == ("wechat" in row.channels)
+        assert (contact.push_token is not None) == ("app_push" in row.channels)
