@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parent
 BASE_FILE = CONFIG_DIR / "base.yaml"
@@ -47,6 +55,11 @@ class PathsSettings(_Section):
     @property
     def quarantine_dir(self) -> Path:
         return self.home / "quarantine"
+
+    @property
+    def customers_file(self) -> Path:
+        """The customer registry the dispatcher's contact book reads (Parquet)."""
+        return self.home / "customers.parquet"
 
     @property
     def outbox_url(self) -> str:
@@ -301,6 +314,145 @@ class RestorationSettings(_Section):
     model_name: str = "forewarn-restoration"
 
 
+DISPATCH_CHANNELS = (*CHANNELS, "webhook")
+
+
+class ChannelLimits(_Section):
+    """Sending limits shared by every channel adapter."""
+
+    enabled: bool = True
+    rate_per_s: float = Field(default=10.0, gt=0, description="messages per second (token bucket)")
+    burst: int = Field(default=10, ge=1, description="messages that may go at once after a quiet spell")
+    timeout_s: float = Field(default=10.0, gt=0, description="seconds per request to the provider")
+
+
+class EmailChannelSettings(ChannelLimits):
+    """SMTP relay. Login from FOREWARN_SMTP_USER / FOREWARN_SMTP_PASSWORD when set."""
+
+    host: str = "localhost"
+    port: int = Field(default=25, ge=1, le=65535)
+    starttls: bool = False
+    sender: str = "Forewarn <no-reply@example.invalid>"
+    message_id_domain: str = "forewarn.invalid"
+
+
+class WebhookChannelSettings(ChannelLimits):
+    """JSON POST to the utility's own notifier; HMAC key from FOREWARN_WEBHOOK_SECRET."""
+
+    url: str | None = Field(default=None, description="endpoint; the channel is off while unset")
+    signature_header: str = "X-Forewarn-Signature"
+    timestamp_header: str = "X-Forewarn-Timestamp"
+
+
+class TwilioChannelSettings(ChannelLimits):
+    """SMS and voice through the Twilio REST API shape (Messages.json, Calls.json).
+    Account SID and auth token from FOREWARN_TWILIO_ACCOUNT_SID / FOREWARN_TWILIO_AUTH_TOKEN."""
+
+    base_url: str = "https://api.twilio.com"
+    from_number: str = Field(default="+15005550006", description="E.164 sender number")
+    status_callback_url: str | None = Field(
+        default=None, description="where the provider posts delivery receipts (idempotency key appended)"
+    )
+    voice_languages: dict[str, str] = Field(
+        default_factory=lambda: {"en": "en-US", "zh-CN": "cmn-CN"},
+        description="TwiML <Say language> per message language",
+    )
+
+
+class FcmChannelSettings(ChannelLimits):
+    """App push through FCM HTTP v1; OAuth2 access token from FOREWARN_FCM_ACCESS_TOKEN."""
+
+    base_url: str = "https://fcm.googleapis.com"
+    project_id: str = "forewarn-demo"
+
+
+class WechatChannelSettings(ChannelLimits):
+    """WeChat official-account template messages. Access token from
+    FOREWARN_WECHAT_ACCESS_TOKEN, or fetched with FOREWARN_WECHAT_APPID / _APPSECRET."""
+
+    base_url: str = "https://api.weixin.qq.com"
+    template_id: str = Field(default="forewarn-risk-advisory", description="default template id")
+    url: str | None = Field(default=None, description="page opened when the message is tapped")
+
+
+class ChannelsSettings(_Section):
+    """Provider endpoints, sender ids and rate limits per channel (no credentials here)."""
+
+    email: EmailChannelSettings = Field(default_factory=EmailChannelSettings)
+    webhook: WebhookChannelSettings = Field(default_factory=WebhookChannelSettings)
+    sms: TwilioChannelSettings = Field(default_factory=TwilioChannelSettings)
+    voice: TwilioChannelSettings = Field(
+        default_factory=lambda: TwilioChannelSettings(rate_per_s=1.0, burst=1))
+    app_push: FcmChannelSettings = Field(default_factory=FcmChannelSettings)
+    wechat: WechatChannelSettings = Field(default_factory=WechatChannelSettings)
+
+    def limits(self, channel: str) -> ChannelLimits:
+        """The settings of one channel by its dispatch name (see DISPATCH_CHANNELS)."""
+        if channel not in DISPATCH_CHANNELS:
+            raise KeyError(f"unknown channel {channel!r}; known: {list(DISPATCH_CHANNELS)}")
+        return getattr(self, channel)
+
+
+class DispatchSettings(_Section):
+    """How the dispatcher drains the outbox."""
+
+    batch_size: int = Field(default=200, ge=1, description="rows claimed per transaction")
+    commit_every: int = Field(
+        default=20, ge=1, description="sends recorded per transaction; also the most messages that a "
+        "crash can leave sent-but-unrecorded (they are resent with the same idempotency key)"
+    )
+    concurrency: int = Field(
+        default=4, ge=1, le=64, description="messages sent in parallel (threads); 1 = in order"
+    )
+    max_attempts: int = Field(default=5, ge=1, description="tries per channel before falling back")
+    backoff_base_s: float = Field(default=30.0, gt=0, description="delay after the first failure")
+    backoff_max_s: float = Field(default=3600.0, gt=0, description="cap of the retry delay")
+    jitter: float = Field(default=0.2, ge=0, le=1, description="delay is drawn in [d*(1-jitter), d]")
+    lease_s: float = Field(
+        default=300.0, gt=0, description="a row left in 'sending' longer than this is taken again"
+    )
+    escalate_after_s: float = Field(
+        default=900.0, gt=0, description="critical customers: wait this long for an acknowledgement "
+        "before trying the next channel"
+    )
+    fallback: tuple[str, ...] = Field(
+        default=("app_push", "sms", "voice", "email"),
+        description="critical customers: channels tried after their own, in this order",
+    )
+
+    @field_validator("fallback")
+    @classmethod
+    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [c for c in v if c not in DISPATCH_CHANNELS]
+        if unknown:
+            raise ValueError(f"unknown channels {unknown}; known: {list(DISPATCH_CHANNELS)}")
+        return v
+
+
+class ChannelSecrets(_Section):
+    """Provider credentials, from the environment only (never YAML, never logged)."""
+
+    smtp_user: SecretStr | None = None
+    smtp_password: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    fcm_access_token: SecretStr | None = None
+    wechat_access_token: SecretStr | None = None
+    wechat_appid: str | None = None
+    wechat_appsecret: SecretStr | None = None
+
+
+def channel_secrets(environ: dict[str, str] | None = None) -> ChannelSecrets:
+    """Credentials of the channels from ``FOREWARN_<NAME>`` variables (e.g.
+    FOREWARN_WEBHOOK_SECRET); unset or empty variables give None."""
+    env = os.environ if environ is None else environ
+    values = {
+        name: env.get(f"FOREWARN_{name.upper()}") or None for name in ChannelSecrets.model_fields
+    }
+    return ChannelSecrets.model_validate(values)
+
+
 class MlflowSettings(_Section):
     tracking_uri: str | None = Field(None, description="default sqlite:///<home>/mlflow.db")
     experiment: str = "forewarn-risk"
@@ -320,6 +472,8 @@ class Settings(_Section):
     windows: WindowSettings
     advisories: AdvisorySettings
     restoration: RestorationSettings
+    channels: ChannelsSettings = Field(default_factory=ChannelsSettings)
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     mlflow: MlflowSettings
 
     def data_path(self, relative: str) -> Path:

@@ -34,17 +34,13 @@ def _one_line(exc: BaseException) -> str:
     return re.sub(r"\s*\n\s*", "; ", str(exc)).strip()
 
 
-def _setup(config: Path) -> Settings:
+def _setup(config: Path, need_data: bool = True) -> Settings:
     try:
         cfg = load_settings(config)
     except SettingsError as exc:
         raise _Failure(_one_line(exc)) from exc
-    if not cfg.paths.data_dir.is_dir():
-        raise _Failure(f"data directory not found: {cfg.paths.data_dir} (set FOREWARN_DATA_DIR)")
-    missing = [f"{name} = {path}" for name, path in cfg.input_files().items() if not path.is_file()]
-    if missing:
-        raise _Failure(f"input file not found: {', '.join(missing)} (data directory "
-                       f"{cfg.paths.data_dir}; set FOREWARN_DATA_DIR or fix the profile {config})")
+    if need_data:
+        _check_inputs(cfg, config)
     cfg.paths.home.mkdir(parents=True, exist_ok=True)
     for key, value in tool_environment(cfg).items():
         os.environ.setdefault(key, value)
@@ -61,6 +57,15 @@ def _setup(config: Path) -> Settings:
                   "mlflow", "httpx", "distributed"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return cfg
+
+
+def _check_inputs(cfg: Settings, config: Path) -> None:
+    if not cfg.paths.data_dir.is_dir():
+        raise _Failure(f"data directory not found: {cfg.paths.data_dir} (set FOREWARN_DATA_DIR)")
+    missing = [f"{name} = {path}" for name, path in cfg.input_files().items() if not path.is_file()]
+    if missing:
+        raise _Failure(f"input file not found: {', '.join(missing)} (data directory "
+                       f"{cfg.paths.data_dir}; set FOREWARN_DATA_DIR or fix the profile {config})")
 
 
 class _NoTraceback(logging.Filter):
@@ -197,6 +202,63 @@ def weather_mirror(
         return
     typer.echo(json.dumps({"files": len(files), "mirror": str(cfg.mirror_dir),
                            "contract": result.to_dict()}, indent=2, default=str))
+
+
+@app.command()
+def dispatch(
+    config: ConfigOpt = Path("configs/kentucky.yaml"),
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="show what is due (counts by channel and state); send nothing, "
+        "change nothing")] = False,
+    limit: Annotated[int | None, typer.Option(
+        "--limit", help="send at most this many outbox rows in this run")] = None,
+    customers: Annotated[Path | None, typer.Option(
+        "--customers", help="customer registry (Parquet) for the contact book; default "
+        "<home>/customers.parquet, written by `forewarn nightly`")] = None,
+) -> None:
+    """Send what is due in the outbox; safe to repeat, also beside another dispatcher.
+
+    Claims due rows, sends each on the customer's channel (falling back along the chain,
+    escalating critical customers until they acknowledge), and records the outcome. Provider
+    endpoints and rate limits come from the profile; credentials from FOREWARN_* variables.
+
+    Example: forewarn dispatch --config configs/kentucky.yaml --dry-run
+    """
+    try:
+        if limit is not None and limit < 1:
+            raise _Failure(f"--limit must be at least 1, got {limit}")
+        cfg = _setup(config, need_data=False)
+        from configs.settings import channel_secrets
+        from serving.channels import build_channels
+        from serving.contacts import RegistryContactBook
+        from serving.dispatch import Dispatcher, due_summary, state_counts
+
+        book = RegistryContactBook.from_file(customers or cfg.paths.customers_file)
+        url = cfg.paths.outbox_url
+        if dry_run:
+            due = due_summary(url, book, cfg.dispatch, limit=limit)
+            lines = [f"due now: {sum(due.values())} (dry run: nothing sent, nothing changed)"]
+            lines += [f"  {channel:<10}{state:<9}{n:>8}" for (channel, state), n in
+                      sorted(due.items())]
+            typer.echo("\n".join(lines))
+            return
+        channels, unavailable = build_channels(cfg.channels, channel_secrets())
+        for name, reason in sorted(unavailable.items()):
+            logging.getLogger("forewarn.dispatch").info("channel %s unavailable: %s", name,
+                                                        reason)
+        dispatcher = Dispatcher(url, cfg.dispatch, channels, book, cfg.channels)
+        try:
+            report = dispatcher.run(limit=limit)
+        finally:
+            dispatcher.close()
+            for channel in channels.values():
+                channel.close()
+        states = state_counts(url)
+    except _known_errors() as exc:
+        _fail(exc)
+        return
+    typer.echo(json.dumps({"run": report.to_dict(), "outbox": dict(sorted(states.items())),
+                           "unavailable_channels": sorted(unavailable)}, indent=2))
 
 
 @app.command()

@@ -41,6 +41,7 @@ from models.scoring import resolve_issue_time, score_horizon
 from models.train import RiskModel
 from models.windows import build_windows
 from serving.advisories import decide_advisories
+from serving.contacts import save_registry
 from serving.outbox import enqueue
 from serving.publish import RunId, input_record, write_manifest, write_outputs
 
@@ -219,6 +220,12 @@ def customers_for(data: Dataset, cfg: Settings) -> pd.DataFrame:
     return generate_registry(data.areas, cfg.customers)
 
 
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
+def save_contacts(customers: pd.DataFrame, cfg: Settings) -> Path:
+    """The registry the dispatcher's contact book reads (contacts stay out of the outbox)."""
+    return save_registry(customers, cfg.paths.customers_file)
+
+
 @task(cache_policy=NO_CACHE)
 def advise(windows: pd.DataFrame, customers: pd.DataFrame, as_of: pd.Timestamp,
            cfg: Settings) -> list:
@@ -304,6 +311,7 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
             restoration["open_outages_at_as_of"] = len(cast(pd.DataFrame, outages))
     with _stage(timings, "advise"):
         customers = customers_for(data, cfg)
+        save_contacts(customers, cfg)
         advisories = advise(windows, customers, issue, cfg)
         outbox = enqueue_advisories(advisories, cfg)
     extra_contracts = [updates_contract] if cfg.restoration.enabled else []

@@ -9,7 +9,7 @@ SQLAlchemy URL works. Times are stored as UTC.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,9 +29,13 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    event,
     func,
     insert,
+    inspect,
     select,
+    text,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
@@ -63,11 +67,53 @@ outbox = Table(
         nullable=False,
         default="pending",
     ),
-    Column("attempts", Integer, nullable=False, default=0),
+    Column("attempts", Integer, nullable=False, default=0, comment="send attempts, all channels"),
     Column("created_at", DateTime(timezone=True), nullable=False, comment="UTC"),
     Column("send_after", DateTime(timezone=True), nullable=False, comment="UTC"),
+    # Added for the dispatcher (serving/dispatch.py); all nullable or defaulted, so that an
+    # outbox written before them gains them with ALTER TABLE ... ADD COLUMN (ensure_schema).
+    Column("next_attempt_at", DateTime(timezone=True),
+           comment="UTC; when a pending or failed row is next due (send_after at first); "
+           "NULL while the row is not waiting"),
+    Column("channel_index", Integer, nullable=False, server_default="0",
+           comment="position in the customer's fallback chain of the channel to try next"),
+    Column("channel_attempts", Integer, nullable=False, server_default="0",
+           comment="attempts on the current channel"),
+    Column("claimed_by", String(64), comment="dispatcher that holds the row in 'sending'"),
+    Column("lease_until", DateTime(timezone=True), comment="UTC; a later dispatcher may take "
+           "a 'sending' row back after this"),
+    Column("last_error", Text, comment="last failure, without contact details"),
+    Column("sent_at", DateTime(timezone=True), comment="UTC; first acceptance by a provider"),
+    Column("channel_used", String(32), comment="channel of the last accepted send"),
+    Column("provider_message_id", String(128), comment="provider id of the last accepted send"),
+    Column("escalate_at", DateTime(timezone=True), comment="UTC; critical and unacknowledged: "
+           "try the next channel from then"),
+    Column("acknowledged_at", DateTime(timezone=True), comment="UTC; customer acknowledged"),
+    Column("delivery_status", String(32), comment="last provider delivery receipt status"),
+    Column("delivered_at", DateTime(timezone=True), comment="UTC; provider reported delivered"),
 )
 Index("ix_outbox_state_send_after", outbox.c.state, outbox.c.send_after)
+# The dispatcher's claims walk these in order and stop after a batch (see serving/dispatch.py)
+Index("ix_outbox_next_attempt_at", outbox.c.next_attempt_at)
+Index("ix_outbox_lease_until", outbox.c.lease_until)
+Index("ix_outbox_escalate_at", outbox.c.escalate_at)
+Index("ix_outbox_claimed_by", outbox.c.claimed_by)
+Index("ix_outbox_provider_message_id", outbox.c.provider_message_id)
+
+# One row per send attempt on one channel: the history behind the outbox row's state.
+deliveries = Table(
+    "outbox_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(64), nullable=False, index=True),
+    Column("channel", String(32), nullable=False),
+    Column("outcome", String(16), nullable=False, comment="sent | transient | permanent"),
+    Column("provider_message_id", String(128), index=True),
+    Column("error", Text, comment="without contact details"),
+    Column("attempted_at", DateTime(timezone=True), nullable=False, comment="UTC"),
+    Column("receipt_status", String(32), comment="provider delivery receipt, e.g. delivered"),
+    Column("receipt_at", DateTime(timezone=True), comment="UTC"),
+)
 
 
 @dataclass(frozen=True)
@@ -85,7 +131,20 @@ def enqueue(url: str, advisories: Sequence[Advisory]) -> EnqueueResult:
     now = datetime.now(UTC)
     rows = [_row(adv, now) for adv in advisories]
     with _engine(url) as engine, engine.begin() as conn:
-        metadata.create_all(conn)
+        ensure_schema(conn)
+        inserted = _insert_ignore(conn, rows) if rows else 0
+    return EnqueueResult(inserted=inserted, duplicates=len(rows) - inserted)
+
+
+def enqueue_payloads(url: str, payloads: Sequence[Mapping[str, Any]]) -> EnqueueResult:
+    """Like :func:`enqueue` for payload dicts that follow the dispatcher's contract (see
+    serving/dispatch.py): each has ``advisory_id`` (the key), ``run_id``, ``kind``,
+    ``customer_id``, ``send_after_utc`` (ISO-8601 with zone) and ``channel`` or a non-empty
+    ``channels`` list. Insert-or-ignore on the key, in one transaction."""
+    now = datetime.now(UTC)
+    rows = [_payload_row(p, now) for p in payloads]
+    with _engine(url) as engine, engine.begin() as conn:
+        ensure_schema(conn)
         inserted = _insert_ignore(conn, rows) if rows else 0
     return EnqueueResult(inserted=inserted, duplicates=len(rows) - inserted)
 
@@ -98,7 +157,7 @@ def pending(url: str) -> pd.DataFrame:
         .order_by(outbox.c.send_after, outbox.c.idempotency_key)
     )
     with _engine(url) as engine, engine.begin() as conn:
-        metadata.create_all(conn)
+        ensure_schema(conn)
         result = conn.execute(query)
         frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
     for col in ("created_at", "send_after"):
@@ -109,8 +168,30 @@ def pending(url: str) -> pd.DataFrame:
 def count(url: str) -> int:
     """Rows in the outbox, whatever their state."""
     with _engine(url) as engine, engine.begin() as conn:
-        metadata.create_all(conn)
+        ensure_schema(conn)
         return int(conn.execute(select(func.count()).select_from(outbox)).scalar_one())
+
+
+def ensure_schema(conn: Connection) -> None:
+    """Create the outbox tables, and add the columns an older outbox lacks (additive only:
+    no column is dropped, renamed or retyped)."""
+    metadata.create_all(conn)
+    have = {col["name"] for col in inspect(conn).get_columns(outbox.name)}
+    for column in outbox.columns:
+        if column.name in have:
+            continue
+        ddl = column.type.compile(dialect=conn.dialect)
+        default = f" DEFAULT {column.server_default.arg}" if column.server_default is not None else ""  # type: ignore[attr-defined]
+        not_null = " NOT NULL" if not column.nullable else ""
+        conn.execute(text(f"ALTER TABLE {outbox.name} ADD COLUMN {column.name} {ddl}{default}{not_null}"))
+    for index in outbox.indexes:
+        index.create(conn, checkfirst=True)
+    # rows written before next_attempt_at existed are due from their send_after
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.next_attempt_at.is_(None), outbox.c.state.in_(("pending", "failed")))
+        .values(next_attempt_at=outbox.c.send_after)
+    )
 
 
 def _row(adv: Advisory, now: datetime) -> dict[str, Any]:
@@ -125,6 +206,32 @@ def _row(adv: Advisory, now: datetime) -> dict[str, Any]:
         "attempts": 0,
         "created_at": now,
         "send_after": datetime.fromisoformat(adv.send_after_utc).astimezone(UTC),
+        "next_attempt_at": datetime.fromisoformat(adv.send_after_utc).astimezone(UTC),
+    }
+
+
+def _payload_row(payload: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    missing = [k for k in ("advisory_id", "run_id", "kind", "customer_id", "send_after_utc")
+               if not payload.get(k)]
+    channel = payload.get("channel") or (list(payload.get("channels") or []) or [None])[0]
+    if missing or not channel:
+        raise ValueError(f"outbox payload lacks {missing or ['channel or channels']} "
+                         f"(advisory_id {payload.get('advisory_id')!r})")
+    send_after = datetime.fromisoformat(str(payload["send_after_utc"]).replace("Z", "+00:00"))
+    if send_after.tzinfo is None:
+        raise ValueError(f"send_after_utc must carry a zone: {payload['send_after_utc']!r}")
+    return {
+        "idempotency_key": str(payload["advisory_id"]),
+        "run_id": str(payload["run_id"]),
+        "customer_id": str(payload["customer_id"]),
+        "channel": str(channel),
+        "kind": str(payload["kind"]),
+        "payload": json.dumps(dict(payload), ensure_ascii=False, sort_keys=True),
+        "state": "pending",
+        "attempts": 0,
+        "created_at": now,
+        "send_after": send_after.astimezone(UTC),
+        "next_attempt_at": send_after.astimezone(UTC),
     }
 
 
@@ -165,12 +272,33 @@ def _insert_missing(conn: Connection, rows: list[dict[str, Any]]) -> int:
 @contextmanager
 def _engine(url: str) -> Iterator[Engine]:
     """An engine for ``url`` (the folder of a SQLite file is created), disposed after use."""
-    parsed = make_url(url)
-    database = parsed.database
-    if parsed.get_backend_name() == "sqlite" and database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url)
+    engine = open_engine(url)
     try:
         yield engine
     finally:
         engine.dispose()
+
+
+SQLITE_BUSY_TIMEOUT_S = 30.0  # a writer waits this long for another's transaction to end
+
+
+def open_engine(url: str) -> Engine:
+    """An engine for ``url``; for a SQLite file, its folder is created and every connection
+    uses WAL (readers never block the writer), synchronous=NORMAL and a busy timeout, so that
+    several dispatchers and the nightly job can share the file. The caller disposes it."""
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url)
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return engine
