@@ -31,12 +31,13 @@ from sqlalchemy import (
     create_engine,
     func,
     insert,
+    inspect,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 
-from serving.advisories import Advisory
+from serving.advisories import Advisory, empty_history, history_from_payloads
 
 STATES = ("pending", "sending", "sent", "failed", "dead")
 _KEY_CHUNK = 500  # keys per IN (...) query in the generic fallback
@@ -104,6 +105,23 @@ def pending(url: str) -> pd.DataFrame:
     for col in ("created_at", "send_after"):
         frame[col] = pd.to_datetime(frame[col], utc=True)
     return frame
+
+
+def read_history(url: str) -> pd.DataFrame:
+    """What was already enqueued (any state), as the history ``decide_advisories`` needs
+    (``serving.advisories.HISTORY_COLUMNS``, from each row's payload). Read-only: a missing
+    database or table is an empty history, and nothing is created."""
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() == "sqlite" and (
+        not database or database == ":memory:" or not Path(database).is_file()
+    ):
+        return empty_history()
+    with _engine(url) as engine, engine.connect() as conn:
+        if not inspect(conn).has_table(outbox.name):
+            return empty_history()
+        payloads: list[str] = list(conn.execute(select(outbox.c.payload)).scalars())
+        return history_from_payloads(json.loads(p) for p in payloads)
 
 
 def count(url: str) -> int:
