@@ -143,7 +143,7 @@ def render_content(facts: MessageFacts, policy: AdvisorySettings) -> dict[str, d
     html = tpl("email.html.j2").render(ctx).strip() + "\n"
     sms = _fit_sms(tpl("sms.j2").render, ctx, facts, policy)
     push = _fit_push(tpl("push.j2"), ctx, policy, lang)
-    voice = _one_paragraph(tpl("voice.j2").render(ctx))
+    voice = speakable(_one_paragraph(tpl("voice.j2").render(ctx)), lang)
     wechat = _wechat_fields(tpl("wechat.j2"), ctx, policy, lang)
     webhook = {
         "kind": facts.kind,
@@ -234,14 +234,15 @@ def local_span(
 
 def compact_span(start: pd.Timestamp, end: pd.Timestamp, timezone: str, language: str) -> str:
     """The window in local time without weekday or zone, at most 20 characters, for fields
-    with tight limits: "7/4 14:00-19:00" or "7月4日14:00-7月5日02:00"."""
+    with tight limits: "7/4 14:00-19:00", "7/4 22:00-02:00+1" (next day), "7月4日14:00-次日02:00"."""
     s, e = start.tz_convert(timezone), end.tz_convert(timezone)
-
-    def day(t: pd.Timestamp) -> str:
-        return f"{t.month}月{t.day}日" if language == "zh-CN" else f"{t.month}/{t.day} "
-
-    right = f"{e:%H:%M}" if s.date() == e.date() else f"{day(e)}{e:%H:%M}"
-    return f"{day(s)}{s:%H:%M}-{right}".replace(" -", "-").replace("- ", "-")
+    days = (e.normalize().date() - s.normalize().date()).days
+    if language == "zh-CN":
+        left = f"{s.month}月{s.day}日{s:%H:%M}"
+        later = "" if days == 0 else "次日" if days == 1 else f"{days}天后"
+        return f"{left}-{later}{e:%H:%M}"
+    left = f"{s.month}/{s.day} {s:%H:%M}"
+    return f"{left}-{e:%H:%M}" + (f"+{days}" if days else "")
 
 
 def spoken_span(start: pd.Timestamp, end: pd.Timestamp, timezone: str, language: str) -> str:
@@ -516,6 +517,22 @@ def _cut(text: str, max_chars: int, language: str) -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+_SPOKEN_EN = (
+    ("°C", " degrees Celsius"), ("°F", " degrees Fahrenheit"), ("°", " degrees"),
+    ("km/h", " kilometres per hour"), ("%", " percent"), ("–", " to "), ("—", ", "),
+    ("(", ", "), (")", ", "), ("&", " and "), ("/", " per "),
+)
+_SPOKEN_ZH = (("–", "到"), ("—", "，"), ("°C", "摄氏度"), ("%", "百分比"), ("(", "，"), (")", "，"))
+
+
+def speakable(text: str, language: str) -> str:
+    """Text a text-to-speech voice reads right: units and symbols in words, no brackets."""
+    for symbol, words in _SPOKEN_ZH if language == "zh-CN" else _SPOKEN_EN:
+        text = text.replace(symbol, words)
+    text = " ".join(text.split())
+    return text.replace(" ,", ",").replace(",,", ",").replace(", .", ".")
 
 
 def _one_paragraph(text: str) -> str:
