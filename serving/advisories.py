@@ -23,11 +23,9 @@ gets at most one ``risk_advisory`` per event-day (the best-ranked window of that
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -101,10 +99,10 @@ HISTORY_COLUMNS = (
 RESTORATION_COLUMNS = (C.AREA, "start_utc", "end_utc")  # outage start and restoration, UTC
 
 
-@dataclass(frozen=True)
-class Advisory:
+class Advisory(NamedTuple):
     """One message to one customer; ``to_dict()`` is the outbox payload (no contact details).
-    Times are ISO-8601 UTC strings."""
+    Times are ISO-8601 UTC strings. A NamedTuple (immutable) rather than a frozen dataclass:
+    a million of them are built in a few seconds instead of tens."""
 
     advisory_id: str  # idempotency key, see advisory_key()
     run_id: str
@@ -144,7 +142,7 @@ class Advisory:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-safe outbox payload."""
-        data = {name: getattr(self, name) for name in _ADVISORY_FIELDS}
+        data = self._asdict()
         data["channels"] = list(self.channels)
         data["content"] = dict(self.content)
         return data
@@ -153,9 +151,6 @@ class Advisory:
     def from_dict(cls, data: Mapping[str, Any]) -> Advisory:
         """Inverse of :meth:`to_dict` (e.g. a payload read back from the outbox)."""
         return cls(**{**data, "channels": tuple(data["channels"])})
-
-
-_ADVISORY_FIELDS = tuple(f.name for f in dataclasses.fields(Advisory))
 
 
 def advisory_key(customer_id: str, area_id: str, local_day: str, kind: str = KIND,
@@ -316,7 +311,12 @@ def plan_messages(
     plan = plan.assign(message_type=plan["kind"].map(MESSAGE_TYPE))
     opted = np.where(plan["message_type"] == "risk", plan["opt_in_risk"], plan["opt_in_outage"])
     plan = plan.loc[opted.astype(bool)]
-    plan = plan.assign(control=plan["control"] & (plan["message_type"] == "risk"))
+    ids = plan["customer_id"].drop_duplicates()
+    member = set(ids[in_control_group(ids, policy.control_group.share,
+                                      policy.control_group.salt)])
+    plan = plan.assign(
+        control=plan["customer_id"].isin(member) & (plan["message_type"] == "risk")
+    )
     plan = _apply_quiet_hours(plan, policy.quiet_hours)
     plan = plan.assign(advisory_id=_keys(plan))
     plan = plan.loc[~plan["advisory_id"].isin(set(hist["advisory_id"]))]
@@ -365,8 +365,12 @@ def _people(customers: pd.DataFrame, policy: AdvisorySettings) -> pd.DataFrame:
         return chains[key]
 
     people = customers[list(CUSTOMER_COLUMNS)].copy()
-    people["chain"] = [chain(s, c) for s, c in zip(people["segment"], people["channels"],
-                                                   strict=True)]
+    segments = people["segment"].to_numpy(dtype=object)
+    channels = people["channels"].to_numpy(dtype=object)
+    people["chain"] = pd.Series(
+        [chain(s, c) for s, c in zip(segments, channels, strict=True)],
+        index=people.index, dtype=object,
+    )
     people = people.loc[people["chain"].map(len) > 0]
     for mtype, col in OPT_IN_COLUMNS.items():
         flag = customers.loc[people.index, col] if col in customers.columns else True
@@ -378,9 +382,7 @@ def _people(customers: pd.DataFrame, policy: AdvisorySettings) -> pd.DataFrame:
     people["override"] = people["segment"].map(
         {k: v.quiet_hours_override for k, v in seg.items()}
     ).astype(bool)
-    people["control"] = in_control_group(
-        people["customer_id"], policy.control_group.share, policy.control_group.salt
-    )
+    people["control"] = False  # set for planned customers only, see plan_messages
     return people.drop(columns="channels")
 
 
@@ -421,7 +423,7 @@ def _local_days(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _one_per_event_day(pairs: pd.DataFrame) -> pd.DataFrame:
     keys = ["customer_id", C.AREA, "event_day"]
-    best_first = pairs.sort_values([*keys, "rank", "start", "window_id"], kind="stable")
+    best_first = pairs.sort_values(["rank", "start", "window_id"], kind="stable")
     return best_first.drop_duplicates(keys, keep="first")
 
 
@@ -635,32 +637,35 @@ def quiet_release(send_at: pd.Series, timezone: pd.Series, quiet: QuietHours) ->
     """When each message may go out: ``send_at`` (UTC) itself, or, when it falls in the quiet
     hours of its IANA ``timezone``, the next local ``quiet.end`` o'clock (UTC). Wall-clock
     arithmetic in local time, so a daylight-saving change in the night moves the UTC time of
-    the release, not its local hour."""
-    out = send_at.copy()
+    the release, not its local hour. Each distinct (time, zone) is computed once."""
     if quiet.start == quiet.end or send_at.empty:
-        return out
-    combos = pd.DataFrame({"t": send_at, "z": timezone}).drop_duplicates()
-    released: dict[tuple[pd.Timestamp, str], pd.Timestamp] = {}
-    for zone, group in combos.groupby("z", sort=True):
-        local = group["t"].dt.tz_convert(str(zone))
-        hour = local.dt.hour
+        return send_at.copy()
+    times = pd.DatetimeIndex(send_at).tz_convert("UTC")
+    out = times.tz_localize(None).to_numpy().copy()  # naive UTC datetime64
+    zones = timezone.to_numpy(dtype=object)
+    for zone in pd.unique(zones):
+        rows = np.flatnonzero(zones == zone)
+        these = times[rows]
+        uniq = these.unique()
+        local = uniq.tz_convert(str(zone))
+        hour = local.hour
         if quiet.start > quiet.end:  # over midnight, e.g. 21-8
             in_quiet = (hour >= quiet.start) | (hour < quiet.end)
             next_day = hour >= quiet.start
         else:
             in_quiet = (hour >= quiet.start) & (hour < quiet.end)
-            next_day = pd.Series(False, index=group.index)
-        day = local.dt.tz_localize(None).dt.normalize()
-        wall = day + pd.to_timedelta(next_day.astype(int), unit="D") + pd.Timedelta(
-            hours=quiet.end
-        )
-        release = wall.dt.tz_localize(
+            next_day = np.zeros(len(uniq), dtype=bool)
+        wall = (local.tz_localize(None).normalize() + pd.to_timedelta(next_day.astype(int), "D")
+                + pd.Timedelta(hours=quiet.end))
+        release = wall.tz_localize(
             str(zone), nonexistent="shift_forward", ambiguous=np.zeros(len(wall), dtype=bool)
-        ).dt.tz_convert("UTC")
-        new = group["t"].where(~in_quiet, release)
-        released.update(zip(zip(group["t"], group["z"], strict=True), new, strict=True))
-    keys = zip(send_at, timezone, strict=True)
-    return pd.Series([released[k] for k in keys], index=send_at.index, dtype=send_at.dtype)
+        ).tz_convert("UTC")
+        released = np.where(in_quiet, release.tz_localize(None).to_numpy(),
+                            uniq.tz_localize(None).to_numpy())
+        out[rows] = released[uniq.get_indexer(these)]
+    return pd.Series(pd.DatetimeIndex(out).tz_localize("UTC"), index=send_at.index).astype(
+        send_at.dtype
+    )
 
 
 def _apply_quiet_hours(plan: pd.DataFrame, quiet: QuietHours) -> pd.DataFrame:
@@ -677,21 +682,31 @@ def _apply_quiet_hours(plan: pd.DataFrame, quiet: QuietHours) -> pd.DataFrame:
 
 
 def _keys(plan: pd.DataFrame) -> list[str]:
-    keys = []
-    for row in plan[["customer_id", C.AREA, "event_day", "kind", "reason", "step_h", "level",
-                     "start", "end", "window_id"]].itertuples(index=False):
-        if row.kind == RISK_ADVISORY:
-            parts: tuple[object, ...] = ()
-        elif row.kind == RISK_REMINDER:
-            parts = (f"{int(row.step_h)}h",)
-        elif row.kind == RISK_UPDATE:
-            parts = (row.reason, row.level, iso_utc(row.start), iso_utc(row.end))
-        elif row.kind == RISK_CANCELLED:
-            parts = (row.window_id, iso_utc(row.start), iso_utc(row.end))
-        else:
-            parts = ()
-        keys.append(advisory_key(row.customer_id, row.area_id, row.event_day, row.kind, *parts))
-    return keys
+    """advisory_key of each planned message, built as text column-wise, hashed row by row.
+    Parts after the kind: reminder step; update reason, level and window; the cancelled
+    window's id and times."""
+    text = lambda col: plan[col].astype(str)  # noqa: E731
+    start, end = _iso_strings(plan["start"]), _iso_strings(plan["end"])
+    kind = plan["kind"]
+    step = plan["step_h"].fillna(0).astype(int).astype(str) + "h"
+    update = text("reason") + "|" + plan["level"].astype(str) + "|" + start + "|" + end
+    cancel = text("window_id") + "|" + start + "|" + end
+    parts = np.select(
+        [kind == RISK_REMINDER, kind == RISK_UPDATE, kind == RISK_CANCELLED],
+        ["|" + step, "|" + update, "|" + cancel],
+        "",
+    )
+    base = (text("customer_id") + "|" + text(C.AREA) + "|" + text("event_day") + "|"
+            + kind.astype(str))
+    full = (base + pd.Series(parts, index=plan.index, dtype=object)).to_numpy(dtype=object)
+    return [hashlib.sha256(t.encode()).hexdigest() for t in full]
+
+
+def _iso_strings(times: pd.Series) -> pd.Series:
+    """ISO-8601 UTC text ("...Z") of each timestamp, "" for NaT; formatted once per value."""
+    uniq = times.dropna().unique()
+    text = {t: iso_utc(pd.Timestamp(t)) for t in uniq}
+    return times.map(text).fillna("").astype(object)
 
 
 # --- from plan to advisories -----------------------------------------------------------------
@@ -704,78 +719,94 @@ def _materialise(
     as_of: pd.Timestamp,
     run_id: str | None,
 ) -> list[Advisory]:
-    """Advisories with content; each distinct text is rendered once."""
+    """Advisories with content; each distinct text is rendered once (per window, kind,
+    segment, language, zone, ...), each distinct channel subset of it built once."""
     if plan.empty:
         return []
     as_of = _utc_timestamp(as_of, "as_of")
     runs = windows["run_id"].dropna().astype(str).unique()
     run = run_id or (str(runs[0]) if len(runs) else "")
-    by_window = windows.set_index("window_id")
+    drivers_of = dict(zip(windows["window_id"].astype(str), windows["drivers"], strict=True))
     durations = _durations(windows)
-    languages = {lang: template_language(str(lang), policy) for lang in plan["language"].unique()}
-    decided = iso_utc(as_of)
-    contents: dict[tuple, dict[str, Any]] = {}
-    chained: dict[tuple, dict[str, Any]] = {}
-    result = []
-    for row in plan.itertuples(index=False):
-        lang = languages[row.language]
-        risk_window = row.kind != RISK_CANCELLED and row.window_id in by_window.index
-        duration = durations.get(row.window_id) if row.kind != RISK_CANCELLED else None
-        step = None if pd.isna(row.step_h) else int(row.step_h)
-        restored = None if pd.isna(row.restored) else row.restored
-        key = (row.kind, row.reason, row.window_id, row.start, row.end, row.area_name,
-               row.segment, lang, row.timezone, step, restored, row.level, row.peak_prob)
-        if key not in contents:
-            drivers = by_window.at[row.window_id, "drivers"] if risk_window else None
-            contents[key] = render_content(
-                MessageFacts(
-                    kind=row.kind, reason=row.reason, area_name=str(row.area_name),
-                    start=row.start, end=row.end, peak_prob=float(row.peak_prob),
-                    level=int(row.level), drivers=tuple(driver_texts(drivers, lang)),
-                    segment=row.segment, language=lang, timezone=row.timezone,
-                    duration_h=duration, step_h=step, restored=restored,
-                ),
-                policy,
-            )
-        ckey = (key, row.chain)
-        if ckey not in chained:
-            full = contents[key]
-            chained[ckey] = {ch: full[ch] for ch in (*row.chain, "webhook") if ch in full}
-        result.append(
-            Advisory(
-                advisory_id=row.advisory_id,
-                run_id=run,
-                kind=row.kind,
-                message_type=row.message_type,
-                reason=row.reason,
-                customer_id=str(row.customer_id),
-                area_id=str(row.area_id),
-                area_name=str(row.area_name),
-                window_id=str(row.window_id),
-                event_day=row.event_day,
-                segment=row.segment,
-                critical=bool(row.critical),
-                language=lang,
-                timezone=row.timezone,
-                channels=row.chain,
-                window_start_utc=iso_utc(row.start),
-                window_end_utc=iso_utc(row.end),
-                send_after_utc=iso_utc(row.send_at),
-                held_for_quiet_hours=bool(row.held),
-                step_h=step,
-                level=LEVEL_NAMES[int(row.level)],
-                peak_prob=float(row.peak_prob),
-                expected_customers=float(row.expected_customers),
-                duration_p50_h=None if duration is None else duration[0],
-                duration_p10_h=None if duration is None else duration[1],
-                duration_p90_h=None if duration is None else duration[2],
-                restored_utc=None if restored is None else iso_utc(restored),
-                decided_at_utc=decided,
-                synthetic=bool(row.synthetic),
-                content=chained[ckey],
-            )
+    plan = plan.assign(
+        language=plan["language"].map(
+            {lang: template_language(str(lang), policy) for lang in plan["language"].unique()}
+        ),
+        window_id=plan["window_id"].astype(str),
+    )
+    render_cols = ["kind", "reason", "window_id", "start", "end", C.AREA_NAME, "segment",
+                   "language", C.TIMEZONE, "step_h", "restored", "level", "peak_prob"]
+    group = plan.groupby(render_cols, dropna=False, sort=False).ngroup().to_numpy()
+    firsts = plan.assign(group_id=group).drop_duplicates("group_id")
+    contents: dict[int, dict[str, Any]] = {}
+    for row in firsts.itertuples(index=False):
+        cancelled = row.kind == RISK_CANCELLED
+        duration = None if cancelled else durations.get(row.window_id)
+        contents[int(row.group_id)] = render_content(
+            MessageFacts(
+                kind=row.kind, reason=row.reason, area_name=str(row.area_name),
+                start=row.start, end=row.end, peak_prob=float(row.peak_prob),
+                level=int(row.level),
+                drivers=tuple(driver_texts(None if cancelled else drivers_of.get(row.window_id),
+                                           row.language)),
+                segment=row.segment, language=row.language, timezone=row.timezone,
+                duration_h=duration,
+                step_h=None if pd.isna(row.step_h) else int(row.step_h),
+                restored=None if pd.isna(row.restored) else row.restored,
+            ),
+            policy,
         )
-    return result
+    def col(name: str) -> list[Any]:
+        return plan[name].to_numpy(dtype=object).tolist()
+
+    # one content dict per distinct (text, channel chain), shared by the rows that have it
+    chain_codes, chains = pd.factorize(plan["chain"].to_numpy(dtype=object))
+    combo = group.astype("int64") * max(len(chains), 1) + chain_codes
+    combos, inverse = np.unique(combo, return_inverse=True)
+    shared = []
+    for c in combos.tolist():
+        full, chain = contents[c // max(len(chains), 1)], chains[c % max(len(chains), 1)]
+        shared.append({ch: full[ch] for ch in (*chain, "webhook") if ch in full})
+    row_content = [shared[i] for i in inverse.ravel().tolist()]
+
+    n = len(plan)
+    cancelled = (plan["kind"] == RISK_CANCELLED).to_numpy()
+    dur = [durations.get(w) if not c else None
+           for w, c in zip(col("window_id"), cancelled, strict=True)]
+    fields = {
+        "advisory_id": col("advisory_id"),
+        "run_id": [run] * n,
+        "kind": col("kind"),
+        "message_type": col("message_type"),
+        "reason": col("reason"),
+        "customer_id": [str(v) for v in col("customer_id")],
+        "area_id": [str(v) for v in col(C.AREA)],
+        "area_name": [str(v) for v in col(C.AREA_NAME)],
+        "window_id": col("window_id"),
+        "event_day": col("event_day"),
+        "segment": col("segment"),
+        "critical": [bool(v) for v in col("critical")],
+        "language": col("language"),
+        "timezone": col(C.TIMEZONE),
+        "channels": col("chain"),
+        "window_start_utc": _iso_strings(plan["start"]).tolist(),
+        "window_end_utc": _iso_strings(plan["end"]).tolist(),
+        "send_after_utc": _iso_strings(plan["send_at"]).tolist(),
+        "held_for_quiet_hours": [bool(v) for v in col("held")],
+        "step_h": [None if pd.isna(v) else int(v) for v in col("step_h")],
+        "level": [LEVEL_NAMES[int(v)] for v in col("level")],
+        "peak_prob": [float(v) for v in col("peak_prob")],
+        "expected_customers": [float(v) for v in col(C.EXPECTED_CUSTOMERS)],
+        "duration_p50_h": [None if d is None else d[0] for d in dur],
+        "duration_p10_h": [None if d is None else d[1] for d in dur],
+        "duration_p90_h": [None if d is None else d[2] for d in dur],
+        "restored_utc": [r or None for r in _iso_strings(plan["restored"]).tolist()],
+        "decided_at_utc": [iso_utc(as_of)] * n,
+        "synthetic": [bool(v) for v in col("synthetic")],
+        "content": row_content,
+    }
+    # positional construction (Advisory._make) is several times faster than keywords
+    return list(map(Advisory._make, zip(*(fields[f] for f in Advisory._fields), strict=True)))
 
 
 def _durations(windows: pd.DataFrame) -> dict[str, tuple[float, float, float]]:

@@ -552,6 +552,7 @@ def _environment(templates_dir: str) -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=False,
+        auto_reload=False,  # templates do not change during a run; no stat per render
     )
 
 
