@@ -197,6 +197,33 @@ def advise(
     typer.echo(json.dumps(summary, indent=2))
 
 
+@app.command()
+def report(
+    run: Annotated[Path, typer.Option("--run", help="a finished run directory")],
+    feedback: Annotated[Path | None, typer.Option(
+        "--feedback", help="customer replies, CSV or JSONL (customer_id, received_utc, "
+        "type or text)")] = None,
+    config: ConfigOpt = Path("configs/kentucky.yaml"),
+) -> None:
+    """Report how a run's advisories did: precision, lead time, reach, feedback.
+
+    Joins the run's advisories with the outages that followed (outage history), customer
+    feedback, delivery states in the outbox and the control group; writes
+    advice_report.json into the run directory and prints it.
+
+    Example: forewarn report --run .forewarn/runs/<run_id> --feedback replies.csv
+    """
+    try:
+        cfg = _setup(config)
+        from flows.report import report_run
+
+        result = report_run(cfg, run, feedback)
+    except _known_errors() as exc:
+        _fail(exc)
+        return
+    typer.echo(json.dumps({k: v for k, v in result.items() if k != "per_event"}, indent=2))
+
+
 def _load(config: Path) -> Settings:
     """Settings without the input-data checks (advise reads a run directory, not sources)."""
     try:

@@ -124,6 +124,28 @@ def read_history(url: str) -> pd.DataFrame:
         return history_from_payloads(json.loads(p) for p in payloads)
 
 
+def read_delivery(url: str) -> pd.DataFrame:
+    """Delivery state per message: idempotency_key, customer_id, kind, state, attempts and,
+    when the outbox has one (the dispatcher adds it), an acknowledgement column. Read-only;
+    a missing database or table gives an empty frame."""
+    parsed = make_url(url)
+    database = parsed.database
+    empty = pd.DataFrame(columns=["idempotency_key", "customer_id", "kind", "state", "attempts"])
+    if parsed.get_backend_name() == "sqlite" and (
+        not database or database == ":memory:" or not Path(database).is_file()
+    ):
+        return empty
+    with _engine(url) as engine, engine.connect() as conn:
+        if not inspect(conn).has_table(outbox.name):
+            return empty
+        table = Table(outbox.name, MetaData(), autoload_with=conn)
+        wanted = ["idempotency_key", "customer_id", "kind", "state", "attempts",
+                  "acknowledged_at", "acked_at", "acknowledged"]
+        cols = [table.c[name] for name in wanted if name in table.c]
+        result = conn.execute(select(*cols))
+        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
 def count(url: str) -> int:
     """Rows in the outbox, whatever their state."""
     with _engine(url) as engine, engine.begin() as conn:
