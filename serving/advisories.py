@@ -94,6 +94,7 @@ HISTORY_COLUMNS = (
     "window_end_utc",
     "level",
     "peak_prob",
+    "send_after_utc",
     "decided_at_utc",
 )
 RESTORATION_COLUMNS = (C.AREA, "start_utc", "end_utc")  # outage start and restoration, UTC
@@ -201,7 +202,7 @@ def history_from_payloads(payloads: Iterable[Mapping[str, Any]]) -> pd.DataFrame
     (``Advisory.to_dict()``); times as UTC timestamps, level as its index."""
     rows = [{col: p.get(col) for col in HISTORY_COLUMNS} for p in payloads]
     frame = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
-    for col in ("window_start_utc", "window_end_utc", "decided_at_utc"):
+    for col in ("window_start_utc", "window_end_utc", "send_after_utc", "decided_at_utc"):
         frame[col] = pd.to_datetime(frame[col], utc=True, format="ISO8601")
     frame["level"] = (
         frame["level"].map({name: i for i, name in enumerate(LEVEL_NAMES)}).fillna(0).astype(int)
@@ -563,8 +564,8 @@ def _restorations(
     as_of: pd.Timestamp,
     interval: pd.Timedelta,
 ) -> pd.DataFrame:
-    """Restoration notices: an outage in the area that started near a window the customer was
-    told about (from one run interval before its start to one after its end) and was restored
+    """Restoration notices: an outage in the area that started within ``caps.min_shift_h`` of
+    a window the customer was told about, was restored after they were told (send_after) and
     since the previous run (within one run interval before as_of). One per customer and
     event-day (the latest restoration)."""
     if restorations is None or restorations.empty:
@@ -581,10 +582,12 @@ def _restorations(
     )
     if out.empty or told.empty:
         return _empty_plan()
-    slack = interval
+    slack = pd.Timedelta(hours=policy.caps.min_shift_h)
     both = told.merge(out[[C.AREA, "start_utc", "end_utc"]], on=C.AREA, how="inner")
-    near = (both["start_utc"] >= both["window_start_utc"] - slack) & (
-        both["start_utc"] < both["window_end_utc"] + slack
+    near = (
+        (both["start_utc"] >= both["window_start_utc"] - slack)
+        & (both["start_utc"] < both["window_end_utc"] + slack)
+        & (both["end_utc"] > both["send_after_utc"])
     )
     both = both.loc[near].sort_values("end_utc").drop_duplicates(
         ["customer_id", C.AREA, "event_day"], keep="last"

@@ -400,6 +400,15 @@ def test_restoration_notice_after_an_outage_near_the_window(policy) -> None:
     assert "14:30 EST" in notice.content["sms"]["text"]
     after = pd.concat([history, history_from_advisories(result)], ignore_index=True)
     assert decide(windows(), people, policy, as_of, history=after, restorations=outages) == []
+    # an outage restored before the customer was told, or far from the window, is not ours
+    early = outages.assign(start_utc=pd.Timestamp("2023-03-10T10:00Z"),
+                           end_utc=pd.Timestamp("2023-03-10T16:30Z"))
+    assert decide(rows, people, policy, pd.Timestamp("2023-03-10T20:00Z"),
+                  history=history, restorations=early) == []
+    far = outages.assign(start_utc=pd.Timestamp("2023-03-11T22:00Z"),
+                         end_utc=pd.Timestamp("2023-03-11T23:00Z"))
+    assert decide(rows, people, policy, pd.Timestamp("2023-03-12T01:00Z"),
+                  history=history, restorations=far) == []
     # restorations from before the previous run are old news
     assert decide(windows(), people, policy, as_of + pd.Timedelta(hours=24), history=history,
                   restorations=outages) == []

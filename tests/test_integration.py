@@ -131,7 +131,7 @@ def test_rerun_enqueues_nothing_twice_and_leaks_no_contact_details(two_runs, sli
     assert decided > 0
     assert first["advisories"]["inserted"] == decided
     # the second run reads the outbox history: nothing is decided, let alone enqueued, twice
-    assert second["advisories"]["decided"] == 0
+    assert second["advisories"]["decided"] == 0, second["advisories"]
     assert (second["advisories"]["inserted"], second["advisories"]["duplicates"]) == (0, 0)
     assert count(slice_settings.paths.outbox_url) == decided
     lines = (Path(first["run_dir"]) / "advisories.jsonl").read_text().splitlines()
