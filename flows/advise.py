@@ -16,16 +16,20 @@ import pandas as pd
 from configs.settings import Settings
 from features.customers import generate_registry
 from serving.advisories import decide_advisories
+from serving.feedback import apply_opt_outs, read_feedback
 from serving.outbox import enqueue, read_history
 from serving.publish import read_advice_inputs
 
 
-def advise_run(cfg: Settings, run_dir: Path) -> dict[str, Any]:
-    """Decide and enqueue for the run in ``run_dir``; returns counts (decided, inserted,
+def advise_run(cfg: Settings, run_dir: Path, feedback: Path | None = None) -> dict[str, Any]:
+    """Decide and enqueue for the run in ``run_dir``; customers who replied STOP in the
+    ``feedback`` file (CSV or JSONL) get nothing. Returns counts (decided, inserted,
     duplicates, by kind) and the run's id and as-of time (UTC)."""
     manifest, windows, areas, restorations = read_advice_inputs(run_dir)
     as_of = pd.Timestamp(manifest["as_of"])
     customers = generate_registry(areas, cfg.customers)
+    if feedback is not None:
+        customers = apply_opt_outs(customers, read_feedback(feedback))
     history = read_history(cfg.paths.outbox_url)
     advisories = decide_advisories(
         windows, customers, history, cfg.advisories, as_of,

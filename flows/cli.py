@@ -176,6 +176,9 @@ def _report(m: dict[str, Any]) -> None:
 def advise(
     run: Annotated[Path, typer.Option("--run", help="a finished run directory written by "
                                       "`forewarn nightly` (holds run.json)")],
+    feedback: Annotated[Path | None, typer.Option(
+        "--feedback", help="customer replies (CSV or JSONL); those who replied STOP get "
+        "nothing")] = None,
     config: ConfigOpt = Path("configs/kentucky.yaml"),
 ) -> None:
     """Decide and enqueue the advisories of a finished run; safe to repeat.
@@ -190,7 +193,7 @@ def advise(
         cfg = _load(config)
         from flows.advise import advise_run
 
-        summary = advise_run(cfg, run)
+        summary = advise_run(cfg, run, feedback)
     except _known_errors() as exc:
         _fail(exc)
         return

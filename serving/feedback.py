@@ -75,6 +75,19 @@ def normalise_feedback(raw: pd.DataFrame, source: str = "feedback") -> pd.DataFr
     })
 
 
+def apply_opt_outs(customers: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFrame:
+    """Customers (new frame) with ``opt_in_risk`` and ``opt_in_outage`` False for everyone
+    who replied STOP (or TD, 退订...): a carrier-level STOP ends every message type. Missing
+    opt-in columns are added (True for the others)."""
+    stopped = set(feedback.loc[feedback["kind"] == "opt_out", "customer_id"].astype(str))
+    out = customers.copy()
+    gone = out["customer_id"].astype(str).isin(stopped).to_numpy()
+    for col in ("opt_in_risk", "opt_in_outage"):
+        current = out[col].fillna(False).astype(bool) if col in out.columns else True
+        out[col] = pd.Series(current, index=out.index) & ~gone
+    return out
+
+
 def advisories_frame(payloads: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """The columns of advisory payloads (advisories.jsonl or the outbox) the report needs,
     times as UTC timestamps."""

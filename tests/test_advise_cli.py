@@ -64,3 +64,17 @@ def test_advise_on_an_unfinished_run_fails_in_one_line(tmp_path: Path) -> None:
                                 env={"FOREWARN_HOME": str(tmp_path / "home")})
     assert result.exit_code == 2
     assert "run.json not found" in result.output and "Traceback" not in result.output
+
+
+def test_advise_honours_stop_replies(tmp_path: Path) -> None:
+    run_dir = _run_dir(tmp_path)
+    replies = tmp_path / "replies.csv"
+    replies.write_text("customer_id,received_utc,text\nSYN-21111-000001,2023-03-01T00:00Z,STOP\n",
+                       encoding="utf-8")
+    env = {"FOREWARN_HOME": str(tmp_path / "home")}
+    result = CliRunner().invoke(app, ["advise", "--run", str(run_dir), "--feedback",
+                                      str(replies)], env=env)
+    assert result.exit_code == 0, result.output
+    url = f"sqlite:///{(tmp_path / 'home' / 'outbox.db').resolve()}"
+    customers = set(read_history(url)["customer_id"])
+    assert "SYN-21111-000001" not in customers and "SYN-21111-000002" in customers

@@ -11,6 +11,7 @@ import pytest
 from serving.feedback import (
     advisories_frame,
     advisory_report,
+    apply_opt_outs,
     classify_reply,
     read_feedback,
 )
@@ -106,3 +107,30 @@ def test_report_says_what_it_cannot_know(advisories) -> None:
                                                     "state": ["sent"]}))
     assert no_ack["critical"]["acknowledged"] is None
     assert no_ack["control_group"] == {"customers_withheld": 0}
+
+
+def test_a_stop_reply_ends_every_message_type(advisories) -> None:
+    from configs.settings import ControlGroupSettings, load_settings
+    from serving.advisories import decide_advisories
+
+    customers = pd.DataFrame({"customer_id": ["c1", "c2"], "area_id": ["A", "A"],
+                              "segment": ["residential", "residential"],
+                              "channels": [("sms",), ("sms",)], "language": ["en", "en"],
+                              "timezone": ["America/New_York"] * 2, "synthetic": [True, True],
+                              "opt_in_outage": [True, False]})
+    feedback = pd.DataFrame({"customer_id": ["c1"], "advisory_id": [None],
+                             "received_utc": [pd.Timestamp("2023-07-01T00:00Z")],
+                             "kind": ["opt_out"]})
+    out = apply_opt_outs(customers, feedback)
+    assert list(out["opt_in_risk"]) == [False, True]
+    assert list(out["opt_in_outage"]) == [False, False]
+    assert "opt_in_risk" not in customers.columns  # input untouched
+    start = pd.Timestamp("2023-07-02T18:00Z")
+    windows = pd.DataFrame([{"window_id": "w", "area_id": "A", "area_name": "A", "start": start,
+                             "end": start + pd.Timedelta(hours=3), "hours": 3, "peak_prob": 0.9,
+                             "expected_customers": 5.0, "drivers": [], "rank": 1,
+                             "run_id": "r"}])
+    policy = load_settings().advisories.model_copy(
+        update={"control_group": ControlGroupSettings(share=0.0)})
+    decided = decide_advisories(windows, out, None, policy, pd.Timestamp("2023-07-01T18:00Z"))
+    assert [a.customer_id for a in decided] == ["c2"]
