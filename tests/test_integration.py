@@ -155,14 +155,23 @@ def test_rerun_enqueues_nothing_twice_and_leaks_no_contact_details(two_runs, sli
     decided = first["advisories"]["decided"]
     assert decided > 0
     assert first["advisories"]["inserted"] == decided
-    assert second["advisories"] == {"decided": decided, "inserted": 0, "duplicates": decided}
+    # the second run reads the outbox history: nothing is decided, let alone enqueued, twice
+    assert second["advisories"]["decided"] == 0, second["advisories"]
+    assert (second["advisories"]["inserted"], second["advisories"]["duplicates"]) == (0, 0)
     assert count(slice_settings.paths.outbox_url) == decided
     lines = (Path(first["run_dir"]) / "advisories.jsonl").read_text().splitlines()
     assert len(lines) == decided
+    assert (Path(second["run_dir"]) / "advisories.jsonl").read_text() == ""
     text = "\n".join(lines)
     assert "@example.invalid" not in text and "+1-202-555" not in text
-    languages = {json.loads(line)["language"] for line in lines}
-    assert languages <= {"en", "zh-CN"}
+    payloads = [json.loads(line) for line in lines]
+    assert {p["language"] for p in payloads} <= {"en", "zh-CN"}
+    assert {p["kind"] for p in payloads} <= {"risk_advisory", "risk_reminder"}
+    assert all(set(p["content"]) == {*p["channels"], "webhook"} for p in payloads)
+    control = (Path(first["run_dir"]) / "control_group.jsonl").read_text().splitlines()
+    assert len(control) == first["advisories"]["withheld_control_group"]
+    withheld = {json.loads(line)["customer_id"] for line in control}
+    assert withheld.isdisjoint({p["customer_id"] for p in payloads})
 
 
 def test_bad_rows_are_quarantined_and_counted_in_the_manifest(
