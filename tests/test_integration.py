@@ -112,7 +112,7 @@ def test_windows_are_ranked_capped_and_explained(two_runs):
 def test_windows_and_open_outages_carry_restoration_estimates(two_runs, slice_settings):
     from mlflow import MlflowClient
 
-    first, _ = two_runs
+    first, second = two_runs
     run_dir = Path(first["run_dir"])
     windows = pd.read_parquet(run_dir / "risk_windows.parquet")
     p10, p50, p90 = (windows[f"duration_p{q}_h"] for q in (10, 50, 90))
@@ -127,7 +127,8 @@ def test_windows_and_open_outages_carry_restoration_estimates(two_runs, slice_se
     assert headline["n"] > 1000 and headline["p50_mae_h"] > 0
     client = MlflowClient(tracking_uri=slice_settings.tracking_uri)
     champion = client.get_model_version_by_alias("forewarn-restoration", "champion")
-    assert str(champion.version) == first["restoration"]["version"]
+    assert first["restoration"]["version"] == "1"
+    assert str(champion.version) == second["restoration"]["version"] == "2"
     run = client.get_run(first["restoration"]["mlflow_run_id"])
     assert run.data.metrics["first_report_p50_mae_h"] == pytest.approx(headline["p50_mae_h"])
     assert "first_report_utility_first_etr_mae_h" in run.data.metrics
