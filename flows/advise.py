@@ -18,7 +18,7 @@ from features.customers import generate_registry
 from serving.advisories import decide_advisories
 from serving.feedback import apply_opt_outs, read_feedback
 from serving.outbox import enqueue, read_history
-from serving.publish import read_advice_inputs
+from serving.publish import read_advice_inputs, read_open_outages
 
 
 def advise_run(cfg: Settings, run_dir: Path, feedback: Path | None = None) -> dict[str, Any]:
@@ -33,7 +33,8 @@ def advise_run(cfg: Settings, run_dir: Path, feedback: Path | None = None) -> di
     history = read_history(cfg.paths.outbox_url)
     advisories = decide_advisories(
         windows, customers, history, cfg.advisories, as_of,
-        restorations=restorations, run_id=manifest["run_id"],
+        restorations=restorations, outages=read_open_outages(run_dir),
+        run_id=manifest["run_id"],
     )
     result = enqueue(cfg.paths.outbox_url, advisories)
     kinds: dict[str, int] = {}

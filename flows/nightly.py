@@ -244,9 +244,10 @@ def sent_history(cfg: Settings) -> pd.DataFrame:
 
 @task(cache_policy=NO_CACHE)
 def advise(windows: pd.DataFrame, customers: pd.DataFrame, history: pd.DataFrame,
-           restorations: pd.DataFrame, as_of: pd.Timestamp, cfg: Settings) -> list:
+           restorations: pd.DataFrame, outages: pd.DataFrame | None, as_of: pd.Timestamp,
+           cfg: Settings) -> list:
     return decide_advisories(windows, customers, history, cfg.advisories, as_of,
-                             restorations=restorations)
+                             restorations=restorations, outages=outages)
 
 
 @task(cache_policy=NO_CACHE)
@@ -350,7 +351,7 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
         save_contacts(customers, cfg)
         restorations = restored_outages(data, issue, cfg)
         sent = sent_history(cfg)
-        advisories = advise(windows, customers, sent, restorations, issue, cfg)
+        advisories = advise(windows, customers, sent, restorations, outages, issue, cfg)
         control = withheld(windows, customers, sent, issue, cfg)
         outbox = enqueue_advisories(advisories, cfg)
     extra_contracts = [updates_contract] if cfg.restoration.enabled else []

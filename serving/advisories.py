@@ -15,6 +15,9 @@ risk_update        risk      material change: level rose, window moved >= min_sh
                              or risk came back after a cancellation
 risk_cancelled     risk      "risk has passed": the window told about is gone
 restoration        outage    power restored after an outage near an advised window
+outage_update      outage    an outage near an advised window is on: when power is likely
+                             back (the restoration-time model's P50, between P10 and P90);
+                             again when that estimate moves by min_shift_h or more
 =================  ========  ==========================================================
 
 An event-day is the local calendar date (customer's zone) of a window's start; a customer
@@ -46,6 +49,7 @@ RISK_REMINDER = "risk_reminder"
 RISK_UPDATE = "risk_update"
 RISK_CANCELLED = "risk_cancelled"
 RESTORATION = "restoration"
+OUTAGE_UPDATE = "outage_update"
 KIND = RISK_ADVISORY  # the first-cut name, kept for callers
 MESSAGE_TYPE = {
     RISK_ADVISORY: "risk",
@@ -53,6 +57,7 @@ MESSAGE_TYPE = {
     RISK_UPDATE: "risk",
     RISK_CANCELLED: "risk",
     RESTORATION: "outage",
+    OUTAGE_UPDATE: "outage",
 }
 _STATE_KINDS = (RISK_ADVISORY, RISK_UPDATE, RISK_CANCELLED)  # kinds that set an event's state
 # Channel names in payloads are the content keys; the registry calls app push "app_push".
@@ -98,6 +103,9 @@ HISTORY_COLUMNS = (
     "decided_at_utc",
 )
 RESTORATION_COLUMNS = (C.AREA, "start_utc", "end_utc")  # outage start and restoration, UTC
+# outages on the map at as-of with the restoration-time model's estimates, UTC
+OUTAGE_COLUMNS = (C.AREA, "first_seen_utc", "restored_p10_utc", "restored_p50_utc",
+                  "restored_p90_utc")
 
 
 class Advisory(NamedTuple):
@@ -246,14 +254,18 @@ def decide_advisories(
     as_of: pd.Timestamp,
     *,
     restorations: pd.DataFrame | None = None,
+    outages: pd.DataFrame | None = None,
     run_id: str | None = None,
 ) -> list[Advisory]:
     """The messages to enqueue at ``as_of`` (UTC): new advisories, reminders, updates on
     material change, cancellations and restoration notices, without any already in
     ``history`` (HISTORY_COLUMNS; None for none), for customers opted in to the message type
     and not in the control group. ``restorations`` lists outages (RESTORATION_COLUMNS) whose
-    end is a restoration. Sorted by window rank, start, area, customer and kind."""
-    plan = plan_messages(windows, customers, history, policy, as_of, restorations=restorations)
+    end is a restoration; ``outages`` those still on the map with their estimated
+    restoration (OUTAGE_COLUMNS, e.g. a run's outage_estimates.parquet). Sorted by window
+    rank, start, area, customer and kind."""
+    plan = plan_messages(windows, customers, history, policy, as_of, restorations=restorations,
+                         outages=outages)
     plan = plan.loc[~plan["control"]]
     return _materialise(plan, windows, policy, as_of, run_id)
 
@@ -280,6 +292,7 @@ def plan_messages(
     as_of: pd.Timestamp,
     *,
     restorations: pd.DataFrame | None = None,
+    outages: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per message the policy calls for at ``as_of`` (before content), with
     ``control`` True for those withheld from the control group. Pure; vectorised."""
@@ -304,8 +317,10 @@ def plan_messages(
     reminders = _reminders(best, latest, people, policy, as_of, interval)
     cancels = _cancellations(latest, pairs_all, people, policy, as_of)
     restored = _restorations(hist, people, restorations, policy, as_of, interval)
+    ongoing = _outage_updates(hist, people, outages, policy, as_of)
     plan = pd.concat(
-        [f for f in (risk, reminders, cancels, restored) if len(f)] or [risk], ignore_index=True
+        [f for f in (risk, reminders, cancels, restored, ongoing) if len(f)] or [risk],
+        ignore_index=True,
     )
     if plan.empty:
         return _empty_plan()
@@ -319,7 +334,7 @@ def plan_messages(
         control=plan["customer_id"].isin(member) & (plan["message_type"] == "risk")
     )
     plan = _apply_quiet_hours(plan, policy.quiet_hours)
-    plan = plan.assign(advisory_id=_keys(plan))
+    plan = plan.assign(advisory_id=_keys(plan, policy.caps.min_shift_h))
     plan = plan.loc[~plan["advisory_id"].isin(set(hist["advisory_id"]))]
     plan = plan.drop_duplicates("advisory_id")
     order = ["rank", "start", C.AREA, "customer_id", "kind", "step_sort"]
@@ -607,6 +622,51 @@ def _restorations(
     return _plan_columns(plan)
 
 
+def _outage_updates(
+    hist: pd.DataFrame,
+    people: pd.DataFrame,
+    outages: pd.DataFrame | None,
+    policy: AdvisorySettings,
+    as_of: pd.Timestamp,
+) -> pd.DataFrame:
+    """Outage updates: for a customer told about a window, an outage in the area first seen
+    within ``caps.min_shift_h`` of it is on the map at as_of; the message gives the estimated
+    restoration (P50) and its P10-P90 range, carried as the plan's ``restored``, ``start``
+    and ``end``. One per customer and event-day (the outage expected to last longest)."""
+    if outages is None or outages.empty:
+        return _empty_plan()
+    _require(outages, OUTAGE_COLUMNS, "outages")
+    out = outages.assign(**{c: _utc_column(outages[c], f"outages.{c}")
+                            for c in OUTAGE_COLUMNS[1:]})
+    out = out.loc[(out["first_seen_utc"] <= as_of) & (out["restored_p50_utc"] > as_of)]
+    told = hist.loc[hist["kind"].isin((RISK_ADVISORY, RISK_UPDATE))]
+    told = told.sort_values("decided_at_utc").drop_duplicates(
+        ["customer_id", C.AREA, "event_day"], keep="last"
+    )
+    if out.empty or told.empty:
+        return _empty_plan()
+    slack = pd.Timedelta(hours=policy.caps.min_shift_h)
+    both = told.merge(out[list(OUTAGE_COLUMNS)], on=C.AREA, how="inner")
+    near = ((both["first_seen_utc"] >= both["window_start_utc"] - slack)
+            & (both["first_seen_utc"] < both["window_end_utc"] + slack))
+    both = both.loc[near].sort_values("restored_p50_utc").drop_duplicates(
+        ["customer_id", C.AREA, "event_day"], keep="last"
+    )
+    both = both.merge(people.drop(columns=[C.AREA]), on="customer_id", how="inner")
+    plan = both.assign(
+        kind=OUTAGE_UPDATE,
+        reason="",
+        start=both["restored_p10_utc"].clip(lower=as_of),
+        end=both["restored_p90_utc"].clip(lower=as_of + pd.Timedelta(minutes=15)),
+        expected_customers=0.0,
+        rank=np.inf,
+        send_at=as_of,
+        step_h=np.nan,
+        restored=both["restored_p50_utc"],
+    )
+    return _plan_columns(plan)
+
+
 _PLAN_COLUMNS = (
     "customer_id", C.AREA, C.AREA_NAME, "window_id", "event_day", "kind", "reason", "step_h",
     "start", "end", "rank", "peak_prob", "level", C.EXPECTED_CUSTOMERS, "send_at", "restored",
@@ -684,7 +744,7 @@ def _apply_quiet_hours(plan: pd.DataFrame, quiet: QuietHours) -> pd.DataFrame:
     return plan.assign(send_at=send, held=held).loc[~stale]
 
 
-def _keys(plan: pd.DataFrame) -> list[str]:
+def _keys(plan: pd.DataFrame, shift_h: float) -> list[str]:
     """advisory_key of each planned message, built as text column-wise, hashed row by row.
     Parts after the kind: reminder step; update reason, level and window; the cancelled
     window's id and times."""
@@ -694,9 +754,16 @@ def _keys(plan: pd.DataFrame) -> list[str]:
     step = plan["step_h"].fillna(0).astype(int).astype(str) + "h"
     update = text("reason") + "|" + plan["level"].astype(str) + "|" + start + "|" + end
     cancel = text("window_id") + "|" + start + "|" + end
+    # a new outage update only when the estimate moves by min_shift_h or more
+    bucket_h = max(shift_h, 1.0)
+    restored = plan["restored"]
+    estimate = (restored.dt.floor(f"{int(bucket_h * 60)}min").astype(str)
+                if len(plan) and isinstance(restored.dtype, pd.DatetimeTZDtype)
+                else pd.Series("", index=plan.index))
     parts = np.select(
-        [kind == RISK_REMINDER, kind == RISK_UPDATE, kind == RISK_CANCELLED],
-        ["|" + step, "|" + update, "|" + cancel],
+        [kind == RISK_REMINDER, kind == RISK_UPDATE, kind == RISK_CANCELLED,
+         kind == OUTAGE_UPDATE],
+        ["|" + step, "|" + update, "|" + cancel, "|" + estimate.astype(str)],
         "",
     )
     base = (text("customer_id") + "|" + text(C.AREA) + "|" + text("event_day") + "|"
@@ -743,7 +810,7 @@ def _materialise(
     firsts = plan.assign(group_id=group).drop_duplicates("group_id")
     contents: dict[int, dict[str, Any]] = {}
     for row in firsts.itertuples(index=False):
-        cancelled = row.kind == RISK_CANCELLED
+        cancelled = row.kind in (RISK_CANCELLED, OUTAGE_UPDATE)
         duration = None if cancelled else durations.get(row.window_id)
         contents[int(row.group_id)] = render_content(
             MessageFacts(
@@ -773,7 +840,7 @@ def _materialise(
     row_content = [shared[i] for i in inverse.ravel().tolist()]
 
     n = len(plan)
-    cancelled = (plan["kind"] == RISK_CANCELLED).to_numpy()
+    cancelled = plan["kind"].isin((RISK_CANCELLED, OUTAGE_UPDATE)).to_numpy()
     dur = [durations.get(w) if not c else None
            for w, c in zip(col("window_id"), cancelled, strict=True)]
     fields = {

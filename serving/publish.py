@@ -154,6 +154,13 @@ def read_advice_inputs(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame, pd.
     return manifest, read_windows(run_dir), areas, restorations
 
 
+def read_open_outages(run_dir: Path) -> pd.DataFrame | None:
+    """Outages on the map at the run's as-of time with their estimated restoration, or None
+    for a run without restoration estimates."""
+    path = run_dir / OUTAGES_PARQUET
+    return pd.read_parquet(path) if path.is_file() else None
+
+
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> Path:
     """``run.json``: written last, so its presence means the run is complete."""
     return write_json(run_dir / MANIFEST_JSON, {"schema_version": SCHEMA_VERSION} | manifest)

@@ -414,6 +414,44 @@ def test_restoration_notice_after_an_outage_near_the_window(policy) -> None:
                   restorations=outages) == []
 
 
+def test_outage_update_gives_the_estimated_restoration_and_repeats_only_on_change(
+        policy) -> None:
+    people = pd.DataFrame([customer("c1"), customer("c2", opt_in_outage=False)])
+    people.loc[people["customer_id"] == "c1", "opt_in_outage"] = True
+    rows = windows(window(peak=0.8))
+    _, history = _first(policy, rows, people)
+    as_of = pd.Timestamp("2023-03-11T17:00Z")  # 12:00 EST, during the window
+    outages = pd.DataFrame({
+        "area_id": ["21111", "21111"],
+        "first_seen_utc": [pd.Timestamp("2023-03-11T16:00Z"), pd.Timestamp("2023-03-11T16:30Z")],
+        "restored_p10_utc": [pd.Timestamp("2023-03-11T18:00Z"), pd.Timestamp("2023-03-11T17:30Z")],
+        "restored_p50_utc": [pd.Timestamp("2023-03-11T20:00Z"), pd.Timestamp("2023-03-11T18:00Z")],
+        "restored_p90_utc": [pd.Timestamp("2023-03-12T01:00Z"), pd.Timestamp("2023-03-11T20:00Z")],
+    })
+    result = decide(rows, people, policy, as_of, history=history, outages=outages)
+    assert kinds(result) == [("c1", "outage_update")]  # c2 opted out of outage notices
+    (update,) = result
+    assert update.message_type == "outage"
+    # the longest outage's estimate: P50 15:00 EST, P10-P90 13:00-20:00 EST
+    assert update.restored_utc == "2023-03-11T20:00:00Z"
+    assert update.window_start_utc == "2023-03-11T18:00:00Z"
+    assert "3/11 15:00" in update.content["sms"]["text"]
+    assert "13:00-20:00" in update.content["sms"]["text"]
+    assert update.duration_p50_h is None  # the window's "if out" duration does not apply
+    after = pd.concat([history, history_from_advisories(result)], ignore_index=True)
+    # the same estimate an hour later says nothing new ...
+    later = as_of + pd.Timedelta(hours=1)
+    assert decide(rows, people, policy, later, history=after, outages=outages) == []
+    # ... a later estimate (moved by 3 h) is an update
+    moved = outages.assign(restored_p50_utc=outages["restored_p50_utc"] + pd.Timedelta(hours=3),
+                           restored_p90_utc=outages["restored_p90_utc"] + pd.Timedelta(hours=3))
+    assert kinds(decide(rows, people, policy, later, history=after, outages=moved)) == [
+        ("c1", "outage_update")]
+    # an outage far from any window the customer was told about is not ours
+    far = outages.assign(first_seen_utc=pd.Timestamp("2023-03-10T01:00Z"))
+    assert decide(rows, people, policy, as_of, history=history, outages=far) == []
+
+
 def test_opt_out_is_per_message_type(policy) -> None:
     people = pd.DataFrame([
         customer("risk_off", opt_in_risk=False, opt_in_outage=True),

@@ -29,6 +29,7 @@ KINDS = (
     ("risk_update", "renewed"),
     ("risk_cancelled", ""),
     ("restoration", ""),
+    ("outage_update", ""),
 )
 LONG_DRIVERS_EN = tuple(
     f"wind gusts of {60 + i} km/h – strongest in 20 years (°C-adjusted)" for i in range(12)
@@ -52,7 +53,8 @@ def facts(kind="risk_advisory", reason="", language="en", segment="residential",
             LONG_DRIVERS_ZH if language == "zh-CN" else LONG_DRIVERS_EN),
         segment=segment, language=language, timezone=timezone, duration_h=duration,
         step_h=4 if kind == "risk_reminder" else None,
-        restored=begin + pd.Timedelta(hours=2) if kind == "restoration" else None,
+        restored=begin + pd.Timedelta(hours=2) if kind in ("restoration", "outage_update")
+        else None,
     )
 
 
