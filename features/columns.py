@@ -62,6 +62,22 @@ FC_MSLP = "fc_mslp_hpa"  # pressure reduced to mean sea level, hPa
 FC_RH = "fc_rh2m_pct"  # 2 m relative humidity, %
 FORECAST_COLUMNS = (FC_T2M, FC_TMAX, FC_TMIN, FC_PRCP, FC_WIND, FC_GUST, FC_MSLP, FC_RH)
 
+# Equipment telemetry, long format (features/telemetry.py): one row per (asset, hour, signal)
+TEL_ASSET = "asset_id"
+TEL_SIGNAL = "signal"  # product signal name, e.g. "oil_temp" (see telemetry.SIGNALS)
+TEL_VALUE = "value"  # in TEL_UNIT
+TEL_UNIT = "unit"
+# Telemetry features per (asset or area, hour TS), using only hours <= TS
+TEL_LOAD = "tel_load"  # apparent loading, source load unit (ETT: unpublished)
+TEL_LOAD_REL = "tel_load_rel"  # loading / its median over the past normal window (1 = usual)
+TEL_HOURS_HIGH = "tel_high_load_h_24h"  # hours of the last 24 above the past loading quantile
+TEL_OIL_EXCESS = "tel_oil_excess_c"  # oil temperature minus what load and ambient explain, °C
+TEL_LOAD_ROC = "tel_load_roc_rel_h"  # change of relative loading over the last hour, 1/h
+TEL_OIL_ROC = "tel_oil_roc_c_h"  # change of oil temperature over the last hour, °C/h
+TEL_MISSING = "tel_missing_share_24h"  # share of the last 24 h without a usable value (0..1)
+TEL_FEATURES = (TEL_LOAD_REL, TEL_HOURS_HIGH, TEL_OIL_EXCESS, TEL_LOAD_ROC, TEL_OIL_ROC,
+                TEL_MISSING)
+
 # Outputs
 PROB = "prob"
 CLIMATOLOGY = "climatology"
