@@ -392,8 +392,8 @@ class Settings(_Section):
     advisories: AdvisorySettings
     restoration: RestorationSettings
     mlflow: MlflowSettings
-    telemetry: TelemetrySettings = TelemetrySettings()
-    drivers: DriverSettings = DriverSettings()
+    telemetry: TelemetrySettings = Field(default_factory=lambda: TelemetrySettings.model_validate({}))
+    drivers: DriverSettings = Field(default_factory=lambda: DriverSettings.model_validate({}))
 
     def data_path(self, relative: str) -> Path:
         return self.paths.data_dir / relative
