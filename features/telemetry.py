@@ -712,3 +712,23 @@ def telemetry_summary(per_asset: Mapping[str, pd.DataFrame], anomalies: Anomalie
 
 def _num(value: Any) -> float | None:
     return None if pd.isna(value) else round(float(value), 4)
+
+
+def run_telemetry(cfg: TelemetrySettings, data_dir: Path, quarantine_dir: Path | None,
+                  model_path: Path) -> TelemetryRun:
+    """The nightly pass: read the configured file, check it, reuse the oil model saved at
+    ``model_path`` when it covers every asset (else fit one and save it there), build the
+    features. The summary names the file and the model file."""
+    long, path = read_telemetry(cfg, data_dir)
+    model = None
+    if model_path.is_file():
+        saved = OilTemperatureModel.load(model_path)
+        if {a.asset_id for a in cfg.assets} <= set(saved.fits):
+            model = saved
+    run = build_telemetry(long, cfg, source=str(path), quarantine_dir=quarantine_dir,
+                          oil_model=model)
+    if model is None:
+        run.oil_model.save(model_path)
+    run.summary |= {"file": str(path), "adapter": cfg.adapter,
+                    "oil_model_file": str(model_path), "oil_model_reused": model is not None}
+    return run
