@@ -351,3 +351,21 @@ def test_nightly_pass_saves_then_reuses_the_oil_model(cfg, data_dir, tmp_path):
     second = T.run_telemetry(small, data_dir, tmp_path / "q", path)
     assert second.summary["oil_model_reused"] is True
     pd.testing.assert_frame_equal(first.area, second.area)
+
+
+def test_nightly_task_summarises_the_configured_transformer(tmp_path):
+    import json
+
+    from flows.nightly import telemetry_summary
+
+    profile = Path(__file__).resolve().parents[1] / "configs" / "kentucky.yaml"
+    cfg = load_settings(profile, overrides={"paths": {"home": str(tmp_path)}})
+    summary = telemetry_summary.fn(cfg)
+    assert summary["stand_in"] is True and summary["model_input"] is False
+    assert summary["assets"][0]["area_id"] == "21067"  # Fayette County, a stand-in
+    assert summary["anomalies"]["counts"][T.GAP] == 0
+    assert summary["anomalies"]["counts"][T.FLAT_LINE] > 0
+    assert (tmp_path / "telemetry" / "oil_model.pkl").is_file()
+    assert json.loads(json.dumps(summary)) == summary  # goes into run.json as it is
+    off = cfg.model_copy(update={"telemetry": cfg.telemetry.model_copy(update={"enabled": False})})
+    assert telemetry_summary.fn(off) == {"enabled": False}
