@@ -153,9 +153,6 @@ class TelemetryAssetSettings(_Section):
         "UTC", description="zone of the source's naive timestamps (ETT: Asia/Shanghai)"
     )
     name: str = ""
-    rated_load: float | None = Field(
-        None, gt=0, description="nameplate loading in the source's load unit, if known"
-    )
 
 
 class TelemetrySettings(_Section):
@@ -198,14 +195,9 @@ class DriverSettings(_Section):
 
     gust_ms: float = Field(20.0, gt=0, description="damaging gust, m/s (72 km/h)")
     wind_ms: float = Field(12.0, gt=0, description="strong sustained wind, m/s (43 km/h)")
-    heavy_rain_24h_mm: float = Field(50.0, gt=0, description="heavy rain over 24 h, mm")
-    heavy_rain_72h_mm: float = Field(75.0, gt=0, description="heavy rain over 72 h, mm")
     freezing_c: float = Field(0.0, description="air temperature at or below which rain freezes, °C")
     wet_snow_max_c: float = Field(2.0, description="warmest air at which snow is wet, °C")
     wet_snow_min_c: float = Field(-1.0, description="coldest air at which snow is wet, °C")
-    heavy_snow_mm: float = Field(
-        25.0, gt=0, description="heavy snowfall over 24 h, mm (water-equivalent not needed)"
-    )
     hot_c: float = Field(32.0, description="heat threshold, °C")
     high_load_rel: float = Field(
         1.2, gt=0, description="loading this many times its normal counts as high"
