@@ -158,6 +158,69 @@ class ForecastSettings(_Section):
         return self
 
 
+class TelemetryAssetSettings(_Section):
+    """One monitored asset (e.g. a distribution transformer) and the area it serves."""
+
+    asset_id: str
+    area_id: str = Field(description="the forecast area (area_id) the asset belongs to")
+    timezone: str = Field(
+        "UTC", description="zone of the source's naive timestamps (ETT: Asia/Shanghai)"
+    )
+    name: str = ""
+
+
+class TelemetrySettings(_Section):
+    """Equipment telemetry (features/telemetry.py): file, adapter, assets and the thresholds of
+    the anomaly checks and features."""
+
+    enabled: bool = True
+    adapter: Literal["long", "ett"] = "ett"
+    file: str = Field(
+        "ett_transformer/ETTh1.csv", description="telemetry file, relative to data_dir"
+    )
+    assets: tuple[TelemetryAssetSettings, ...] = ()
+    stand_in: bool = Field(
+        False, description="the telemetry does not overlap the outage history (demo stand-in)"
+    )
+    flat_line_h: int = Field(
+        6, ge=2, description="identical values for this many hours in a row make a flat-line"
+    )
+    spike_k: float = Field(
+        12.0, gt=0, description="jump size, in robust units of the past week's hourly changes"
+    )
+    spike_window_h: int = Field(168, ge=24, description="past hours that set the spike scale")
+    normal_window_h: int = Field(
+        720, ge=24, description="past hours that define an asset's normal loading"
+    )
+    load_quantile: float = Field(
+        0.9, gt=0, lt=1, description="loading quantile (of the normal window) counted as high"
+    )
+    oil_fit_hours: int = Field(
+        24 * 365, ge=168, description="first hours of an asset's history the oil model learns on"
+    )
+    oil_ridge: float = Field(1.0, ge=0, description="ridge penalty of the oil-temperature model")
+    max_anomaly_share: float = Field(
+        0.2, ge=0, le=1, description="share of flagged values above which the run stops"
+    )
+
+
+class DriverSettings(_Section):
+    """Thresholds of the weather outage-driver features (features/weather_hourly.py)."""
+
+    gust_ms: float = Field(20.0, gt=0, description="damaging gust, m/s (72 km/h)")
+    wind_ms: float = Field(12.0, gt=0, description="strong sustained wind, m/s (43 km/h)")
+    freezing_c: float = Field(0.0, description="air temperature at or below which rain freezes, °C")
+    wet_snow_max_c: float = Field(2.0, description="warmest air at which snow is wet, °C")
+    wet_snow_min_c: float = Field(-1.0, description="coldest air at which snow is wet, °C")
+    hot_c: float = Field(32.0, description="heat threshold, °C")
+    high_load_rel: float = Field(
+        1.2, gt=0, description="loading this many times its normal counts as high"
+    )
+    leaf_on_months: tuple[int, ...] = Field(
+        (5, 6, 7, 8, 9, 10), description="months with trees in leaf (more wind load on limbs)"
+    )
+
+
 class CustomerSettings(_Section):
     """Synthetic customer registry built from public customers-per-county counts."""
 
@@ -591,6 +654,8 @@ class Settings(_Section):
     channels: ChannelsSettings = Field(default_factory=ChannelsSettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     mlflow: MlflowSettings
+    telemetry: TelemetrySettings = Field(default_factory=lambda: TelemetrySettings.model_validate({}))
+    drivers: DriverSettings = Field(default_factory=lambda: DriverSettings.model_validate({}))
 
     def data_path(self, relative: str) -> Path:
         return self.paths.data_dir / relative

@@ -62,6 +62,46 @@ FC_MSLP = "fc_mslp_hpa"  # pressure reduced to mean sea level, hPa
 FC_RH = "fc_rh2m_pct"  # 2 m relative humidity, %
 FORECAST_COLUMNS = (FC_T2M, FC_TMAX, FC_TMIN, FC_PRCP, FC_WIND, FC_GUST, FC_MSLP, FC_RH)
 
+# Hourly station weather (features/weather_hourly.py): one row per UTC hour TS
+WXH_TEMP = "temp_c"  # air temperature, °C
+WXH_PRCP = "prcp_mm"  # precipitation in the hour, mm
+WXH_SNOW = "snow_mm"  # snowfall in the hour, mm (meteostat gives cm)
+WXH_WIND = "wind_ms"  # mean wind speed, m/s (meteostat gives km/h)
+WXH_GUST = "gust_ms"  # peak gust, m/s (meteostat gives km/h)
+WXH_COCO = "coco"  # meteostat weather condition code 1..27
+HOURLY_WEATHER_COLUMNS = (WXH_TEMP, WXH_PRCP, WXH_SNOW, WXH_WIND, WXH_GUST, WXH_COCO)
+
+# Outage-driver weather features per hour TS (features/weather_hourly.py)
+DRV_GUST_MAX = "drv_gust_max_24h_ms"  # highest gust of the last 24 h, m/s
+DRV_GUST_HOURS = "drv_gust_exceed_h_24h"  # hours of the last 24 with gusts >= drivers.gust_ms
+DRV_WIND_HOURS = "drv_wind_exceed_h_24h"  # hours of the last 24 with wind >= drivers.wind_ms
+DRV_WIND_RUN = "drv_strong_wind_run_h"  # consecutive hours of strong wind or gusts up to TS
+DRV_RAIN_24 = "drv_rain_24h_mm"  # precipitation over the last 24 h, mm
+DRV_RAIN_72 = "drv_rain_72h_mm"  # precipitation over the last 72 h, mm
+DRV_FREEZING = "drv_freezing_rain_24h"  # 1 if freezing rain or ice in the last 24 h, else 0
+DRV_WET_SNOW = "drv_wet_snow_24h_mm"  # snowfall near 0 °C (wet, heavy) over the last 24 h, mm
+DRV_HEAT = "drv_heat"  # 1 if hot (>= drivers.hot_c), else 0
+DRV_HEAT_LOAD = "drv_heat_high_load"  # 1 if hot and equipment loading high, else 0
+DRV_LEAF_ON = "drv_leaf_on"  # 1 in the months trees are in leaf, else 0
+DRIVER_FEATURES = (DRV_GUST_MAX, DRV_GUST_HOURS, DRV_WIND_HOURS, DRV_WIND_RUN, DRV_RAIN_24,
+                   DRV_RAIN_72, DRV_FREEZING, DRV_WET_SNOW, DRV_HEAT, DRV_HEAT_LOAD, DRV_LEAF_ON)
+
+# Equipment telemetry, long format (features/telemetry.py): one row per (asset, hour, signal)
+TEL_ASSET = "asset_id"
+TEL_SIGNAL = "signal"  # product signal name, e.g. "oil_temp" (see telemetry.SIGNALS)
+TEL_VALUE = "value"  # in TEL_UNIT
+TEL_UNIT = "unit"
+# Telemetry features per (asset or area, hour TS), using only hours <= TS
+TEL_LOAD = "tel_load"  # apparent loading, source load unit (ETT: unpublished)
+TEL_LOAD_REL = "tel_load_rel"  # loading / its median over the past normal window (1 = usual)
+TEL_HOURS_HIGH = "tel_high_load_h_24h"  # hours of the last 24 above the past loading quantile
+TEL_OIL_EXCESS = "tel_oil_excess_c"  # oil temperature minus what load and ambient explain, °C
+TEL_LOAD_ROC = "tel_load_roc_rel_h"  # change of relative loading over the last hour, 1/h
+TEL_OIL_ROC = "tel_oil_roc_c_h"  # change of oil temperature over the last hour, °C/h
+TEL_MISSING = "tel_missing_share_24h"  # share of the last 24 h without a usable value (0..1)
+TEL_FEATURES = (TEL_LOAD_REL, TEL_HOURS_HIGH, TEL_OIL_EXCESS, TEL_LOAD_ROC, TEL_OIL_ROC,
+                TEL_MISSING)
+
 # Outputs
 PROB = "prob"
 CLIMATOLOGY = "climatology"

@@ -26,6 +26,7 @@ from features.customers import generate_registry, read_customer_counts_checked
 from features.dataset import Dataset, build_dataset, weather_span
 from features.outages import OutageHistory, load_outage_history
 from features.restoration import GridState, UtilityUpdates, read_lgeku_changelog
+from features.telemetry import run_telemetry
 from features.weather import convert_noaa_daily, load_daily_weather
 from models.experiment import fit_and_evaluate
 from models.explain import Explanations
@@ -100,6 +101,14 @@ def load_reference(cfg: Settings) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         cfg.data_path(cfg.customers.counts_file), cfg.paths.quarantine_dir)
     counties = read_counties(cfg.data_path(cfg.areas.counties_file))
     return counts, counties, result.to_dict()
+
+
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
+def telemetry_summary(cfg: Settings) -> dict[str, Any]:
+    if not (cfg.telemetry.enabled and cfg.telemetry.assets):
+        return {"enabled": False}
+    return run_telemetry(cfg.telemetry, cfg.paths.data_dir, cfg.paths.quarantine_dir,
+                         cfg.paths.home / "telemetry" / "oil_model.pkl").summary
 
 
 @task(cache_policy=NO_CACHE)
@@ -312,6 +321,8 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
         weather, weather_contract = load_weather(cfg, first, last)
     with _stage(timings, "load_reference"):
         counts, counties, counts_contract = load_reference(cfg)
+    with _stage(timings, "telemetry"):
+        telemetry = telemetry_summary(cfg)
     with _stage(timings, "build_dataset"):
         data = assemble(history, counties, counts, weather, cfg)
     issue = cast(pd.Timestamp, issue_time(as_of, data, weather, cfg))
@@ -387,6 +398,7 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
         + sum(c.get("rows_quarantined", 0)
               for c in (weather_contract, counts_contract, *extra_contracts) if c),
         "restoration": restoration,
+        "telemetry": telemetry,
         "dataset": data.summary,
         "metrics_overall": metrics["overall"],
         "training": metrics["training"],

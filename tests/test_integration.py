@@ -74,6 +74,10 @@ def test_run_directory_holds_the_output_contract(two_runs, slice_settings):
     assert manifest["quarantined_rows"] == 0
     assert set(manifest["timings_s"]) >= {"load_outages", "train_and_evaluate", "score"}
     assert manifest["model"]["as_of_inside_training"] is False
+    telemetry = manifest["telemetry"]  # the ETT stand-in: summarised, not a model input
+    assert telemetry["stand_in"] is True and telemetry["model_input"] is False
+    assert telemetry["assets"][0]["hours"] == 17420 and "telemetry" in manifest["timings_s"]
+    assert telemetry["anomalies"]["counts"] == {"gap": 0, "flat_line": 2516, "spike": 18}
     hourly = pd.read_parquet(run_dir / "risk_hourly.parquet")
     assert len(hourly) == len(AREAS) * 72
     assert hourly["lead_h"].min() == 1 and hourly["lead_h"].max() == 72
