@@ -639,7 +639,9 @@ def _outage_updates(
     out = outages.assign(**{c: _utc_column(outages[c], f"outages.{c}")
                             for c in OUTAGE_COLUMNS[1:]})
     out = out.loc[(out["first_seen_utc"] <= as_of) & (out["restored_p50_utc"] > as_of)]
-    told = hist.loc[hist["kind"].isin((RISK_ADVISORY, RISK_UPDATE))]
+    # told by an earlier run: a rerun for the same as-of decides the same (nothing new)
+    told = hist.loc[hist["kind"].isin((RISK_ADVISORY, RISK_UPDATE))
+                    & (_utc_column(hist["decided_at_utc"], "history.decided_at_utc") < as_of)]
     told = told.sort_values("decided_at_utc").drop_duplicates(
         ["customer_id", C.AREA, "event_day"], keep="last"
     )

@@ -182,6 +182,9 @@ def _critical(advisories: pd.DataFrame, delivery: pd.DataFrame | None) -> dict[s
         out.update(reached=None, acknowledged=None,
                    note="no delivery states: the outbox has not been dispatched")
         return out
+    # the outbox repeats some advisory fields (customer_id, kind, ...): keep the advisory's
+    delivery = delivery.drop(columns=[c for c in delivery.columns
+                                      if c in crit.columns and c != "idempotency_key"])
     states = crit.merge(delivery, left_on="advisory_id", right_on="idempotency_key", how="left")
     out["reached"] = int(states.loc[states["state"] == "sent", "customer_id"].nunique())
     ack = next((c for c in _ACK_COLUMNS if c in delivery.columns), None)

@@ -447,6 +447,11 @@ def test_outage_update_gives_the_estimated_restoration_and_repeats_only_on_chang
                            restored_p90_utc=outages["restored_p90_utc"] + pd.Timedelta(hours=3))
     assert kinds(decide(rows, people, policy, later, history=after, outages=moved)) == [
         ("c1", "outage_update")]
+    # told in this same run (a rerun for the same as-of): nothing new
+    same_run = history.assign(decided_at_utc=pd.Timestamp("2023-03-11T17:00:00Z"))
+    assert decide(rows, people, policy, as_of, history=same_run, outages=outages) == [] or all(
+        a.kind != "outage_update" for a in decide(rows, people, policy, as_of,
+                                                  history=same_run, outages=outages))
     # an outage far from any window the customer was told about is not ours
     far = outages.assign(first_seen_utc=pd.Timestamp("2023-03-10T01:00Z"))
     assert decide(rows, people, policy, as_of, history=history, outages=far) == []

@@ -79,8 +79,10 @@ def test_report_precision_lead_time_and_reach(advisories, outages) -> None:
                                         "2023-06-01T00:00Z", "2023-07-02T03:00Z"], utc=True),
         "kind": ["opt_out", "useful", "opt_out", "opt_out"],  # c2's STOP predates, c9 unknown
     })
+    # as serving.outbox.read_delivery returns it: outbox columns repeat advisory fields
     delivery = pd.DataFrame({"idempotency_key": ["a2", "a4"], "state": ["sent", "pending"],
-                             "acknowledged_at": ["2023-07-01T18:05Z", None]})
+                             "acknowledged_at": ["2023-07-01T18:05Z", None],
+                             "customer_id": ["c2", "c4"], "kind": ["risk_advisory"] * 2})
     report = advisory_report(advisories, outages, feedback=feedback, delivery=delivery)
     assert report["messages"] == 5 and report["customers_messaged"] == 4
     assert report["messages_per_customer"] == {"mean": 1.25, "max": 2}
