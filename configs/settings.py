@@ -631,6 +631,16 @@ def channel_secrets(environ: dict[str, str] | None = None) -> ChannelSecrets:
     return ChannelSecrets.model_validate(values)
 
 
+class BacktestSettings(_Section):
+    """Rolling-origin backtests (forewarn backtest)."""
+
+    fold_days: int = Field(91, ge=1, description="days per fold")
+    top_k: int = Field(10, ge=1, description="areas in the precision-at-k of daily rankings")
+    big_day_customers_out: float = Field(
+        10_000, gt=0, description="customers out territory-wide that make a big day")
+    experiment: str = "forewarn-backtest"
+
+
 class MlflowSettings(_Section):
     tracking_uri: str | None = Field(None, description="default sqlite:///<home>/mlflow.db")
     experiment: str = "forewarn-risk"
@@ -651,6 +661,7 @@ class Settings(_Section):
     windows: WindowSettings
     advisories: AdvisorySettings
     restoration: RestorationSettings
+    backtest: BacktestSettings
     channels: ChannelsSettings = Field(default_factory=ChannelsSettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     mlflow: MlflowSettings

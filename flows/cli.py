@@ -178,6 +178,59 @@ def _report(m: dict[str, Any]) -> None:
 
 
 @app.command()
+def backtest(
+    start: Annotated[str, typer.Option("--start", help="first day of the first fold, UTC")],
+    end: Annotated[str, typer.Option("--end", help="end of the last fold (exclusive), UTC")],
+    config: ConfigOpt = Path("configs/kentucky.yaml"),
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="folder for metrics.json and the plots (default <home>/backtests/...)")
+    ] = None,
+) -> None:
+    """Rolling-origin backtest: train before each fold, predict it, score beside baselines.
+
+    Folds of backtest.fold_days days cover [start, end); each trains on everything from
+    model.train_start to its own start. Writes metrics.json (per fold and overall, by lead
+    time and season, daily ranking, big days, reliability) and plots, and logs a parent
+    MLflow run with one nested run per fold.
+
+    Example: forewarn backtest --config configs/kentucky.yaml --start 2023-01-01 --end 2024-01-01
+    """
+    try:
+        cfg = _setup(config)
+        lo, hi = _utc_day(start, "--start"), _utc_day(end, "--end")
+        from flows.backtest import backtest as backtest_flow
+
+        _tracebacks_to_file_only()
+        target = out or cfg.paths.home / "backtests" / f"{lo:%Y%m%d}-{hi:%Y%m%d}"
+        result = backtest_flow(cfg, lo, hi, target)
+    except _known_errors() as exc:
+        _fail(exc)
+        return
+    overall = result["metrics"]["overall"]
+    typer.echo(f"backtest {lo:%Y-%m-%d}..{hi:%Y-%m-%d}: {len(result['metrics']['folds'])} "
+               f"folds, {int(overall['n']):,} area-hours, prevalence {overall['prevalence']:.4f}")
+    typer.echo(f"  {'':12} {'ROC-AUC':>8} {'PR-AUC':>8} {'Brier':>8} {'BSS':>7} {'ECE':>7}")
+    for name in ("model", "climatology", "recent_rate"):
+        m = overall[name]
+        typer.echo(f"  {name:12} {m['roc_auc']:8.3f} {m['pr_auc']:8.3f} {m['brier']:8.4f} "
+                   f"{m['brier_skill_vs_climatology']:+7.3f} {m['ece']:7.4f}")
+    ranking = result["metrics"]["ranking"]["model"]
+    typer.echo(f"  daily ranking: {ranking['top25_share']:.1%} of areas with an outage in the "
+               f"top 25 %; MLflow run {result['mlflow_run_id']}")
+    typer.echo(f"outputs: {result['out']}")
+
+
+def _utc_day(text: str, flag: str) -> Any:
+    import pandas as pd
+
+    try:
+        ts = pd.Timestamp(text)
+    except ValueError as exc:
+        raise _Failure(f"{flag} {text!r} is not a date; use e.g. 2023-01-01") from exc
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+@app.command()
 def advise(
     run: Annotated[Path, typer.Option("--run", help="a finished run directory written by "
                                       "`forewarn nightly` (holds run.json)")],

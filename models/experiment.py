@@ -9,20 +9,22 @@ import numpy as np
 import pandas as pd
 
 from configs.settings import FeatureSettings, ModelSettings
+from features import columns as C
 from features.build import Climatology, feature_names, make_rows, sample_labelled_rows
 from features.dataset import Dataset
-from models.scoring import evaluate_model
+from models.scoring import evaluate_predictions
 from models.train import RiskModel, customers_per_outage_hour, train_risk_model
 
 log = logging.getLogger(__name__)
 
 
-def fit_and_evaluate(
+def fit_and_predict(
     data: Dataset, feat_cfg: FeatureSettings, cfg: ModelSettings
-) -> tuple[RiskModel, dict]:
-    """Fit on [train_start, train_end) and evaluate against climatology on
-    [test_start, test_end) (clipped to the history). Climatology and customers per outage
-    hour are learned on the training period only."""
+) -> tuple[RiskModel, pd.DataFrame, dict[str, float]]:
+    """Fit on [train_start, train_end) and predict every labelled (area, hour) of
+    [test_start, test_end) (clipped to the history), each at one lead drawn from 1..horizon.
+    Climatology and customers per outage hour are learned on the training period only.
+    Returns the model, the test rows (features, LABEL, PROB, MODEL_KIND) and timings (s)."""
     t_start = time.perf_counter()
     panel = data.panel
     train_end = pd.Timestamp(cfg.train_end)
@@ -49,12 +51,22 @@ def fit_and_evaluate(
     t_train = time.perf_counter()
     a, t, lead = test_pos
     test_rows = make_rows(panel, data.areas, data.weather_hourly, clim, a, t, lead, feat_cfg)
-    metrics = evaluate_model(model, test_rows)
-    metrics["seconds"] = {
-        "rows": round(t_rows - t_start, 2),
-        "train": round(t_train - t_rows, 2),
-        "evaluate": round(time.perf_counter() - t_train, 2),
-    }
+    test_rows = test_rows[test_rows[C.LABEL].notna()].copy()
+    test_rows[C.PROB] = model.predict(test_rows)
+    test_rows[C.MODEL_KIND] = model.kinds(test_rows[C.AREA].to_numpy())
+    seconds = {"rows": round(t_rows - t_start, 2), "train": round(t_train - t_rows, 2),
+               "predict": round(time.perf_counter() - t_train, 2)}
+    return model, test_rows, seconds
+
+
+def fit_and_evaluate(
+    data: Dataset, feat_cfg: FeatureSettings, cfg: ModelSettings
+) -> tuple[RiskModel, dict]:
+    """Fit on [train_start, train_end) and evaluate against climatology on
+    [test_start, test_end) (see :func:`fit_and_predict`)."""
+    model, test_rows, seconds = fit_and_predict(data, feat_cfg, cfg)
+    metrics = evaluate_predictions(test_rows)
+    metrics["seconds"] = seconds
     metrics["training"] = {k: v for k, v in model.info.items() if k != "per_area_decisions"}
     log.info("test %s: model ROC-AUC %.3f vs climatology %.3f, Brier skill %.3f",
              metrics["test_start"][:10], metrics["overall"]["model_roc_auc"],

@@ -124,3 +124,47 @@ def _requirements() -> list[str]:
 
     return [f"{p}=={version(p)}" for p in ("lightgbm", "pandas", "numpy", "scikit-learn",
                                             "mlflow")]
+
+
+def log_backtest(
+    *,
+    tracking_uri: str,
+    experiment: str,
+    artifact_location: str,
+    metrics: dict[str, Any],
+    plots: list[Path],
+    params: dict[str, Any],
+    run_name: str,
+) -> str:
+    """A parent run with the overall backtest metrics, metrics.json and the plots, and one
+    nested run per fold with that fold's metrics. Returns the parent run id."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    if client.get_experiment_by_name(experiment) is None:
+        client.create_experiment(experiment, artifact_location=artifact_location)
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=run_name) as parent:
+        mlflow.set_tags({"kind": "backtest"})
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        flat: dict[str, float] = {}
+        for part in ("overall", "by_lead", "by_season", "ranking", "big_days"):
+            _flatten(part, metrics[part], flat)
+        mlflow.log_metrics(flat)
+        mlflow.log_dict(metrics, "metrics.json")
+        for plot in plots:
+            mlflow.log_artifact(str(plot), "plots")
+        for fold in metrics["folds"]:
+            with mlflow.start_run(run_name=fold["fold"], nested=True):
+                mlflow.log_params({"train_start": fold["train_start"],
+                                   "test_start": fold["start"], "test_end": fold["end"]})
+                fold_flat: dict[str, float] = {}
+                _flatten("", {k: v for k, v in fold.items()
+                              if k in ("model", "climatology", "recent_rate", "ranking",
+                                       "n", "prevalence", "seconds")}, fold_flat)
+                mlflow.log_metrics(fold_flat)
+        run_id = parent.info.run_id
+    log.info("backtest logged to MLflow run %s (%d folds)", run_id, len(metrics["folds"]))
+    return str(run_id)

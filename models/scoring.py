@@ -55,6 +55,11 @@ def evaluate_model(model: RiskModel, test_rows: pd.DataFrame) -> dict:
     known = test_rows[test_rows[C.LABEL].notna()].copy()
     known[C.PROB] = model.predict(known)
     known[C.MODEL_KIND] = model.kinds(known[C.AREA].to_numpy())
+    return evaluate_predictions(known)
+
+
+def evaluate_predictions(known: pd.DataFrame) -> dict:
+    """:func:`evaluate_model` on rows that already carry PROB and MODEL_KIND."""
     out = evaluate(known, C.LABEL, C.PROB, "clim_rate", C.LEAD_H)
     out["by_model_kind"] = {
         kind: evaluate(part, C.LABEL, C.PROB, "clim_rate", C.LEAD_H)["overall"]

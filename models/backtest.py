@@ -1,0 +1,206 @@
+"""Rolling-origin backtests: for each fold, train on everything before it and predict it;
+score the model beside two baselines on exactly the same rows.
+
+Baselines: climatology (area x month x hour rate learned on the fold's training part only,
+the ``clim_rate`` feature) and the recent rate (the area's outages in the 30 days before the
+issue time, as the chance of at least one in an hour: 1 - exp(-n / 720); the longest
+configured history window).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from configs.settings import FeatureSettings, ModelSettings
+from features import columns as C
+from features.dataset import Dataset
+from models.experiment import fit_and_predict
+from models.metrics import (
+    LEAD_BUCKETS,
+    SEASONS,
+    daily_ranking,
+    event_scores,
+    expected_calibration_error,
+    reliability,
+    scores,
+)
+from models.split import Fold
+
+log = logging.getLogger(__name__)
+
+CLIMATOLOGY = "clim_rate"
+RECENT = "recent_rate"
+METHODS = (C.PROB, CLIMATOLOGY, RECENT)
+NAMES = {C.PROB: "model", CLIMATOLOGY: "climatology", RECENT: "recent_rate"}
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    fold: Fold
+    rows: pd.DataFrame  # test rows: AREA, TS, LEAD_H, LABEL and one column per METHOD
+    seconds: dict[str, float]
+    model_info: dict
+
+
+def run_fold(data: Dataset, feat_cfg: FeatureSettings, cfg: ModelSettings,
+             fold: Fold) -> FoldResult:
+    """Train on [fold.train_start, fold.start), predict [fold.start, fold.end)."""
+    fold_cfg = cfg.model_copy(update={"train_start": fold.train_start.to_pydatetime(),
+                                      "train_end": fold.start.to_pydatetime(),
+                                      "test_start": fold.start.to_pydatetime(),
+                                      "test_end": fold.end.to_pydatetime()})
+    model, rows, seconds = fit_and_predict(data, feat_cfg, fold_cfg)
+    window = max(feat_cfg.history_windows_h)
+    recent = 1.0 - np.exp(-rows[f"hist_n_{window}h"].to_numpy("float64") / window)
+    out = rows[[C.AREA, C.TS, C.LEAD_H, C.LABEL, C.PROB, CLIMATOLOGY, C.MODEL_KIND]].assign(
+        **{RECENT: recent})
+    info = {k: v for k, v in model.info.items() if k != "per_area_decisions"}
+    return FoldResult(fold, out.reset_index(drop=True), seconds, info)
+
+
+def skill(rows: pd.DataFrame) -> dict[str, Any]:
+    """Every method's scores on the rows, with Brier skill against climatology, PR-AUC over
+    prevalence and expected calibration error."""
+    y = rows[C.LABEL].to_numpy("float64")
+    clim = scores(y, rows[CLIMATOLOGY].to_numpy())
+    out: dict[str, Any] = {"n": float(len(rows)), "prevalence": clim["prevalence"]}
+    for col in METHODS:
+        s = scores(y, rows[col].to_numpy())
+        name = NAMES[col]
+        out[name] = {
+            "roc_auc": s["roc_auc"], "pr_auc": s["pr_auc"], "brier": s["brier"],
+            "pr_auc_over_prevalence": s["pr_auc"] / s["prevalence"] if s["prevalence"] else
+            float("nan"),
+            "brier_skill_vs_climatology": 1 - s["brier"] / clim["brier"] if clim["brier"] else
+            float("nan"),
+            "ece": expected_calibration_error(y, rows[col].to_numpy()),
+        }
+    return out
+
+
+def big_days(rows: pd.DataFrame, territory_out: pd.Series, train_daily: pd.Series,
+             min_customers_out: float, tz: str) -> dict[str, Any]:
+    """Event scores for big days (customers out territory-wide reaching ``min_customers_out``
+    at some hour of the local day). A method forecasts a big day when its expected number of
+    area-hours with an outage start that day reaches the training days' value at the
+    big-day rate (a threshold learned on the training part only)."""
+    out_daily = territory_out.groupby(territory_out.index.tz_convert(tz).date).max()
+    day = rows[C.TS].dt.tz_convert(tz).dt.date
+    result: dict[str, Any] = {}
+    observed = (out_daily >= min_customers_out).reindex(sorted(set(day))).fillna(False)
+    train_big = (out_daily.reindex(train_daily.index) >= min_customers_out).fillna(False)
+    rate = float(train_big.mean()) if len(train_big) else 0.0
+    threshold = float(train_daily.quantile(1 - rate)) if rate > 0 else float("inf")
+    for col in METHODS:
+        expected = rows.groupby(day)[col].sum()
+        result[NAMES[col]] = event_scores(observed, expected >= threshold)
+    result["threshold_expected_outage_hours"] = threshold
+    result["big_day_rate_in_training"] = rate
+    return result
+
+
+def summarise(results: list[FoldResult], territory_out: pd.Series, train_daily: pd.Series,
+              min_customers_out: float, tz: str, top_k: int = 10) -> dict[str, Any]:
+    """metrics.json of a backtest: per fold and overall; overall also by lead bucket, by
+    season, the daily ranking and the big-day scores; a reliability table per method."""
+    allrows = pd.concat([r.rows for r in results], ignore_index=True)
+    day = allrows[C.TS].dt.tz_convert(tz).dt.date
+
+    def ranking(rows: pd.DataFrame, days: pd.Series) -> dict[str, Any]:
+        frame = rows.assign(_day=days.to_numpy())
+        return {NAMES[c]: daily_ranking(frame, c, C.LABEL, "_day", C.AREA, top_k)
+                for c in METHODS}
+
+    overall = skill(allrows)
+    out: dict[str, Any] = {
+        "folds": [{"fold": r.fold.name, "train_start": str(r.fold.train_start),
+                   "start": str(r.fold.start), "end": str(r.fold.end),
+                   "seconds": r.seconds, "training": r.model_info, **skill(r.rows),
+                   "ranking": ranking(r.rows, r.rows[C.TS].dt.tz_convert(tz).dt.date)}
+                  for r in results],
+        "overall": overall,
+        "by_lead": {name: skill(allrows[allrows[C.LEAD_H].between(lo, hi)])
+                    for lo, hi, name in LEAD_BUCKETS},
+        "by_season": {season: skill(part) for season, part in allrows.groupby(
+            allrows[C.TS].dt.month.map(SEASONS))},
+        "ranking": ranking(allrows, day),
+        "big_days": big_days(allrows, territory_out, train_daily, min_customers_out, tz),
+        "reliability": {NAMES[c]: reliability(allrows[C.LABEL].to_numpy(),
+                                              allrows[c].to_numpy()).to_dict(orient="list")
+                        for c in METHODS},
+    }
+    return out
+
+
+def territory_customers_out(data: Dataset) -> pd.Series:
+    """Customers out territory-wide at the start of each hour of the history (UTC index)."""
+    panel = data.panel
+    if panel.open_customers is None:
+        raise ValueError("the panel has no open-customer counts: big days need them")
+    series = pd.Series(panel.open_customers.sum(axis=0), index=panel.hours)
+    return series[panel.hours < panel.history_end]
+
+
+def training_daily_outage_hours(data: Dataset, start: pd.Timestamp, end: pd.Timestamp,
+                                tz: str) -> pd.Series:
+    """Observed area-hours with an outage start per local day, in [start, end)."""
+    panel = data.panel
+    keep = (panel.hours >= start) & (panel.hours < end) & panel.observed
+    labels = np.nan_to_num(panel.labels[:, keep]).sum(axis=0)
+    return pd.Series(labels, index=panel.hours[keep].tz_convert(tz).date).groupby(
+        level=0).sum()
+
+
+def reliability_plot(metrics: dict[str, Any], path: str) -> str:
+    """Reliability diagram (PNG) of every method from ``metrics['reliability']``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    top = 0.0
+    for name, table in metrics["reliability"].items():
+        ax.plot(table["mean_p"], table["freq"], marker="o", label=name)
+        top = max(top, max(table["mean_p"]), max(table["freq"]))
+    ax.plot([0, top], [0, top], color="grey", linestyle="--", label="perfect")
+    ax.set_xlabel("predicted probability (bin mean)")
+    ax.set_ylabel("observed frequency")
+    ax.set_title("Reliability, all folds")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def skill_by_fold_plot(metrics: dict[str, Any], path: str) -> str:
+    """Brier skill against climatology and ROC-AUC per fold (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folds = metrics["folds"]
+    names = [f["fold"] for f in folds]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    for method in ("model", "recent_rate"):
+        a1.plot(names, [f[method]["brier_skill_vs_climatology"] for f in folds], marker="o",
+                label=method)
+    for method in ("model", "climatology", "recent_rate"):
+        a2.plot(names, [f[method]["roc_auc"] for f in folds], marker="o", label=method)
+    a1.axhline(0, color="grey", linestyle="--")
+    a1.set_title("Brier skill vs climatology")
+    a2.set_title("ROC-AUC")
+    for ax in (a1, a2):
+        ax.tick_params(axis="x", rotation=45)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
