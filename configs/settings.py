@@ -467,7 +467,7 @@ class SubscriberSettings(_Section):
         description="name of the environment variable holding the HMAC-SHA256 key (the key "
         "itself never goes in YAML)",
     )
-    name: str | None = Field(None, description="label for logs; default the URL's host")
+    name: str | None = Field(default=None, description="label for logs; default the URL's host")
 
     @field_validator("url")
     @classmethod
@@ -481,18 +481,18 @@ class ApiSettings(_Section):
     """The HTTP API for downstream notifiers (serving/api) and the run-published webhook.
     Bearer tokens come from the environment only (FOREWARN_API_TOKENS, see api_tokens)."""
 
-    version: str = Field("1.0.0", description="API version, the OpenAPI info.version")
-    default_limit: int = Field(100, ge=1, description="page size when the client gives none")
-    max_limit: int = Field(1000, ge=1, description="largest page a client may ask for")
+    version: str = Field(default="1.0.0", description="API version, the OpenAPI info.version")
+    default_limit: int = Field(default=100, ge=1, description="page size when the client gives none")
+    max_limit: int = Field(default=1000, ge=1, le=1000, description="largest page served")
     base_url: str = Field(
-        "http://127.0.0.1:8000", description="public address of the API, for links in webhooks"
+        default="http://127.0.0.1:8000", description="public address of the API, for links in webhooks"
     )
     event_source: str = Field(
-        "urn:forewarn", description="CloudEvents `source` of the events this deployment sends"
+        default="urn:forewarn", description="CloudEvents `source` of the events this deployment sends"
     )
     subscribers: tuple[SubscriberSettings, ...] = ()
-    timeout_s: float = Field(10.0, gt=0, description="seconds per webhook request")
-    attempts: int = Field(3, ge=1, le=10, description="tries per subscriber on transient errors")
+    timeout_s: float = Field(default=10.0, gt=0, description="seconds per webhook request")
+    attempts: int = Field(default=3, ge=1, le=10, description="tries per subscriber on transient errors")
 
 
 class ApiToken(_Section):
@@ -527,8 +527,8 @@ def api_tokens(environ: dict[str, str] | None = None) -> tuple[ApiToken, ...]:
             raise SettingsError(f"{API_TOKENS_ENV} entry {i + 1}: expected name:token:scopes")
         name, token, scopes = parts
         try:
-            tokens.append(ApiToken(name=name, token=SecretStr(token),
-                                   scopes=frozenset(s for s in scopes.split("+") if s)))
+            tokens.append(ApiToken.model_validate(
+                {"name": name, "token": token, "scopes": [s for s in scopes.split("+") if s]}))
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
                                  for err in exc.errors())

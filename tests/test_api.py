@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import negative_data_rejection
 from sqlalchemy import select
 
 from configs.settings import ApiToken, api_tokens, load_settings
@@ -258,7 +260,7 @@ def test_risk_windows_pagination(client) -> None:
     beyond = client.get("/v1/risk-windows", params={"offset": 10}, headers=_auth(READ)).json()
     assert beyond["items"] == [] and beyond["total"] == 4
     too_big = client.get("/v1/risk-windows", params={"limit": 5000}, headers=_auth(READ))
-    assert too_big.status_code == 422 and "maximum page size 1000" in too_big.json()["detail"]
+    assert too_big.status_code == 422 and "less than or equal to 1000" in too_big.text
 
 
 def test_risk_windows_of_a_past_run_and_bad_ids(client) -> None:
@@ -276,7 +278,9 @@ def test_risk_windows_of_a_past_run_and_bad_ids(client) -> None:
         assert r.status_code == 422, bad
     naive = client.get("/v1/risk-windows", params={"from": "2023-07-01T00:00:00"},
                        headers=_auth(READ))
-    assert naive.status_code == 422 and "time zone" in naive.json()["detail"]
+    assert naive.status_code == 422 and "timezone" in naive.text
+    unix = client.get("/v1/risk-windows", params={"to": "0.5"}, headers=_auth(READ))
+    assert unix.status_code == 422 and "ISO-8601" in unix.text
 
 
 # ----------------------------------------------------------------------------- area risk
@@ -319,10 +323,11 @@ def test_run_by_id_404_and_traversal(client) -> None:
     assert client.get(f"/v1/runs/{OLD_RUN}", headers=_auth(READ)).json()["run_id"] == OLD_RUN
     r = client.get("/v1/runs/20200101T0000Z-nope", headers=_auth(READ))
     assert r.status_code == 404 and "not found" in r.json()["detail"]
-    for bad in ("..%2F..%2Fetc%2Fpasswd", "..", ".hidden", "%2E%2E", "a%2Fb"):
+    for bad in ("..%2F..%2Fetc%2Fpasswd", ".hidden", "%2E%2E", "a%2Fb", "..%2Frun.json",
+                f"{NEW_RUN}%2F..%2F{OLD_RUN}"):
         r = client.get(f"/v1/runs/{bad}", headers=_auth(READ))
-        assert r.status_code in (404, 422), bad
-        assert r.status_code == 422 or "Not Found" in r.text, bad
+        assert r.status_code == 422, bad
+    assert client.get("/v1/runs/..%2Fx").status_code == 401  # auth still comes first
 
 
 # ----------------------------------------------------------------------------- advisories
@@ -582,12 +587,25 @@ def test_serve_help_says_localhost() -> None:
 STATS: Counter[str] = Counter()
 
 
-@pytest.fixture(scope="module")
-def api_schema(app):
-    return schemathesis.openapi.from_asgi("/openapi.json", app)
+@pytest.fixture(scope="module", autouse=True)
+def _schemathesis_stats():
+    """After the module: calls per operation and status (shown with ``pytest -s``)."""
+    yield
+    if STATS:
+        print("\nschemathesis calls:", json.dumps(dict(sorted(STATS.items())), indent=1))
 
 
-schema = schemathesis.pytest.from_fixture("api_schema")
+def _schema_app():
+    """The app over its own run folder, built at import: schemathesis reads the OpenAPI
+    document when the module is collected (its from_fixture loader fails on pytest 9)."""
+    home = Path(os.environ["FOREWARN_HOME"]) / "api-schemathesis"
+    _publish(home / "runs", OLD_RUN, "2023-06-30T00:00:00Z")
+    _publish(home / "runs", NEW_RUN, "2023-07-01T00:00:00Z")
+    cfg = load_settings(REPO / "configs" / "kentucky.yaml", overrides={"paths": {"home": str(home)}})
+    return create_app(cfg, tokens=_tokens())
+
+
+schema = schemathesis.openapi.from_asgi("/openapi.json", _schema_app())
 
 
 @schema.parametrize()
@@ -597,7 +615,10 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 def test_no_server_errors(case) -> None:
     """Schema-valid and schema-invalid requests (Hypothesis) never make the server fail (5xx),
     and every response matches the documented status codes and response schemas."""
-    response = case.call_and_validate(headers=_auth(WRITE))
+    # negative_data_rejection is left out: a query string has only strings, so "false" or a
+    # repeated parameter that the schema calls invalid is a valid string to the server.
+    response = case.call_and_validate(headers=_auth(WRITE),
+                                      excluded_checks=[negative_data_rejection])
     STATS[f"{case.method} {case.path}"] += 1
     STATS[f"status {response.status_code}"] += 1
     assert response.status_code < 500 or case.path == "/health"

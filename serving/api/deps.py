@@ -19,7 +19,7 @@ from configs.settings import ApiSettings, ApiToken, Settings
 from serving.api.models import RUN_ID_PATTERN
 from serving.api.runs import Run, RunNotFound, RunStore
 
-LIMIT_CAP = 10_000  # largest page size the schema admits; api.max_limit may be lower
+LIMIT_CAP = 1000  # largest page size the schema admits; api.max_limit may be lower
 OFFSET_CAP = 1_000_000_000
 
 bearer = HTTPBearer(
@@ -128,15 +128,13 @@ class Paging:
 
 def paging(
     request: Request,
-    limit: Annotated[int | None, Query(ge=1, le=LIMIT_CAP, description="page size; default "
-                                       "api.default_limit, at most api.max_limit")] = None,
+    limit: Annotated[int | None, Query(ge=1, le=LIMIT_CAP, description=(
+        "page size; default api.default_limit; above api.max_limit the page is cut to it "
+        "(the body's `limit` says the size used)"))] = None,
     offset: Annotated[int, Query(ge=0, le=OFFSET_CAP, description="rows to skip")] = 0,
 ) -> Paging:
     cfg = api_settings(request)
     size = cfg.default_limit if limit is None else limit
-    if size > cfg.max_limit:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            detail=f"limit {size} is above the maximum page size {cfg.max_limit}")
     return Paging(limit=min(size, cfg.max_limit), offset=offset)
 
 

@@ -7,10 +7,20 @@ Times are ISO-8601 UTC; probabilities are 0-1; durations are hours.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 """Run ids as serving.publish.RunId makes them (and test ids like ``run-x``): no slash, no
@@ -18,6 +28,20 @@ leading dot, so an id can never name a path outside the runs folder."""
 
 KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 FEEDBACK_KINDS = ("useful", "not_useful", "outage_happened", "no_outage", "stop")
+
+
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+
+
+def _iso_only(value: Any) -> Any:
+    if isinstance(value, str) and not _ISO.match(value):
+        raise ValueError("expected an ISO-8601 time with a zone, e.g. 2023-07-01T00:00:00Z")
+    return value
+
+
+IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_only)]
+"""A client's time: ISO-8601 with a zone (not a bare number, which pydantic would read as
+Unix seconds, nor a naive time, whose zone would be a guess)."""
 
 
 class _Out(BaseModel):
@@ -213,16 +237,37 @@ class OpenOutagePage(Page, RunScoped):
 # ------------------------------------------------------------------------------ writes
 
 
+Key = Annotated[str, Field(pattern=KEY_PATTERN)]
+
+
+def _drop_default(schema: dict[str, Any]) -> None:
+    """Optional request fields: left out, never null, so the schema shows no null default."""
+    schema.pop("default", None)
+
+
 class FeedbackIn(_In):
-    """Customer feedback about an advisory. ``feedback_id`` is chosen by the client and makes
+    """Customer feedback about an advisory (``advisory_id``) or from a customer
+    (``customer_id``), at least one of them. ``feedback_id`` is chosen by the client and makes
     the call idempotent: sending the same body again returns the stored record."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "anyOf": [{"required": ["advisory_id"]}, {"required": ["customer_id"]}]})
+
     feedback_id: str = Field(pattern=KEY_PATTERN, description="client-chosen unique id")
-    advisory_id: str | None = Field(None, pattern=KEY_PATTERN)
-    customer_id: str | None = Field(None, pattern=KEY_PATTERN)
+    advisory_id: Key | SkipJsonSchema[None] = Field(
+        default=None, description="the advisory's idempotency key", json_schema_extra=_drop_default)
+    customer_id: Key | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_drop_default)
     kind: Literal["useful", "not_useful", "outage_happened", "no_outage", "stop"]
-    text: str | None = Field(None, max_length=1000, description="free text; anything that "
-                             "looks like a phone number or e-mail address is masked")
+    text: Annotated[str, Field(max_length=1000)] | SkipJsonSchema[None] = Field(
+        default=None, description="free text; anything that looks like a phone number or "
+        "e-mail address is masked", json_schema_extra=_drop_default)
+
+    @field_validator("advisory_id", "customer_id", "text", mode="before")
+    @classmethod
+    def _no_null(cls, value: Any) -> Any:
+        if value is None:  # leave the field out instead; the schema has no null
+            raise ValueError("must be a string when given (leave the field out instead)")
+        return value
 
     @model_validator(mode="after")
     def _about_something(self) -> FeedbackIn:

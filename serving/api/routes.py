@@ -21,6 +21,7 @@ from serving.api.models import (
     FeedbackIn,
     FeedbackOut,
     Health,
+    IsoTime,
     OpenOutagePage,
     Problem,
     RiskWindowPage,
@@ -42,6 +43,8 @@ from serving.outbox import outbox
 _AUTH: dict[int | str, dict[str, Any]] = {401: {"model": Problem, "description": "missing or invalid bearer token"},
          403: {"model": Problem, "description": "the token lacks the scope"},
          422: {"model": Problem, "description": "invalid parameters"}}
+_WRITE: dict[int | str, dict[str, Any]] = _AUTH | {
+    400: {"model": Problem, "description": "the body is not JSON"}}
 _READ: dict[int | str, dict[str, Any]] = _AUTH | {304: {"description": "not modified (If-None-Match matched the ETag)"},
                  404: {"model": Problem, "description": "no such run (or none published)"}}
 
@@ -82,18 +85,14 @@ def risk_windows(
     min_probability: Annotated[float | None, Query(
         ge=0, le=1, description="keep windows whose peak probability is at least this (0-1)")] = None,
     area_id: AreaFilter = None,
-    time_from: Annotated[datetime | None, Query(
+    time_from: Annotated[IsoTime | None, Query(
         alias="from", description="keep windows ending after this time (ISO-8601 with zone)")] = None,
-    time_to: Annotated[datetime | None, Query(
+    time_to: Annotated[IsoTime | None, Query(
         alias="to", description="keep windows starting before this time (ISO-8601 with zone)")] = None,
 ) -> Any:
     """Ranked risk windows of a run (the latest by default), filtered and paged."""
     if (cached := deps.not_modified(request, response, run)) is not None:
         return cached
-    for name, value in (("from", time_from), ("to", time_to)):
-        if value is not None and value.tzinfo is None:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                                detail=f"'{name}' needs a time zone, e.g. 2023-07-01T00:00:00Z")
     frame = filter_windows(deps.store(request).windows(run), min_probability=min_probability,
                            area_id=area_id, time_from=time_from, time_to=time_to)
     items, following = page_of(records(frame), paging.limit, paging.offset)
@@ -162,6 +161,14 @@ def run_manifest(
     return deps.not_modified(request, response, run) or _manifest(run)
 
 
+@router.get("/v1/runs/{run_path:path}", include_in_schema=False)
+def run_path_rejected(_: Reader, run_path: str) -> None:
+    """A run id with a slash (e.g. ``..%2F..%2Fetc``) is never a run: 422, not a file lookup."""
+    raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                        detail="a run id has no '/' and does not start with '.'; "
+                        "see GET /v1/runs/latest for the form")
+
+
 @router.get("/v1/advisories", response_model=AdvisoryPage, responses=_READ, tags=["advisories"])
 def advisories(
     request: Request, response: Response, _: Reader, run: RunDep, paging: PagingDep,
@@ -211,7 +218,7 @@ def open_outages(
 
 @router.post("/v1/feedback", response_model=FeedbackOut, status_code=status.HTTP_201_CREATED,
              tags=["feedback"],
-             responses=_AUTH | {200: {"model": FeedbackOut,
+             responses=_WRITE | {200: {"model": FeedbackOut,
                                       "description": "already stored (same feedback_id)"},
                                 409: {"model": Problem,
                                       "description": "feedback_id used for other feedback"}})
@@ -234,7 +241,7 @@ def feedback(request: Request, response: Response, principal: Writer, body: Feed
 
 
 @router.post("/v1/acknowledgements", response_model=AcknowledgementOut, tags=["feedback"],
-             responses=_AUTH | {404: {"model": Problem,
+             responses=_WRITE | {404: {"model": Problem,
                                       "description": "no advisory with this key in the outbox"}})
 def acknowledgement(request: Request, _: Writer, body: AcknowledgementIn) -> AcknowledgementOut:
     """The customer acknowledged an advisory: critical customers are escalated no further.
