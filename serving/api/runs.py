@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -143,7 +143,7 @@ def _read_jsonl(path: str, mtime_ns: int) -> tuple[dict[str, Any], ...]:
 # ---------------------------------------------------------------------- filters and paging
 
 
-def utc_bound(value: datetime | None, *, upper: bool) -> pd.Timestamp | None:
+def utc_bound(value: datetime | None) -> pd.Timestamp | None:
     """A client's time bound as a UTC Timestamp; times beyond what pandas holds (before 1677
     or after 2262) become the earliest or latest it does, so they filter nothing out."""
     if value is None:
@@ -171,7 +171,7 @@ def filter_windows(
         keep &= windows["peak_prob"] >= min_probability
     if area_id is not None:
         keep &= windows["area_id"].astype(str) == area_id
-    lo, hi = utc_bound(time_from, upper=False), utc_bound(time_to, upper=True)
+    lo, hi = utc_bound(time_from), utc_bound(time_to)
     if lo is not None:
         keep &= windows["end"] > lo
     if hi is not None:
@@ -214,6 +214,3 @@ def page_of(items: Sequence[Any], limit: int, offset: int) -> tuple[list[Any], i
     following = offset + limit
     return chunk, following if following < len(items) else None
 
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
