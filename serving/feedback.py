@@ -110,13 +110,6 @@ def record_feedback(
                           text=stored["text"], received_at=received, created=created)
 
 
-def count(engine: Engine) -> int:
-    """Feedback rows stored."""
-    with engine.begin() as conn:
-        ensure_schema(conn)
-        return len(conn.execute(select(feedback.c.feedback_id)).all())
-
-
 def _get(conn: Connection, feedback_id: str) -> dict | None:
     found = conn.execute(select(feedback).where(feedback.c.feedback_id == feedback_id)).first()
     return dict(found._mapping) if found is not None else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -87,7 +88,9 @@ def authenticate(
     return Principal(name=token.name, scopes=frozenset(token.scopes))
 
 
-def _require(scope: str):  # noqa: ANN202 - a dependency factory
+def _require(scope: str) -> Callable[[Principal], Principal]:
+    """A dependency that lets only callers whose token has ``scope`` through (else 403)."""
+
     def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
         if scope not in principal.scopes:
             raise HTTPException(

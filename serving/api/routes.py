@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from sqlalchemy import select, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from serving import publish
 from serving.api import deps
@@ -68,7 +69,7 @@ def health(request: Request, response: Response) -> Health:
         with deps.engine(request).connect() as conn:
             conn.execute(text("SELECT 1"))
         outbox_ok = True
-    except Exception:  # noqa: BLE001 - any database failure means "not ready", said below
+    except (SQLAlchemyError, OSError):  # not reachable: reported as degraded, not raised
         outbox_ok = False
     ids = store.run_ids() if runs_ok else []
     ok = runs_ok and outbox_ok
