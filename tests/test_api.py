@@ -22,7 +22,7 @@ from sqlalchemy import select
 from configs.settings import ApiToken, api_tokens, load_settings
 from serving import publish
 from serving.api import create_app
-from serving.feedback import feedback as feedback_table
+from serving.feedback_store import feedback as feedback_table
 from serving.outbox import enqueue_payloads, open_engine, outbox
 from serving.run_events import EVENT_TYPE, notify_subscribers
 from tests.local_servers import Request, http_server, json_reply
@@ -429,7 +429,7 @@ def test_latest_moves_to_a_newly_published_run(cfg, home) -> None:
 
 
 def test_feedback_is_stored_once_and_masks_contacts(client, app) -> None:
-    body = {"feedback_id": "fb-0001", "advisory_id": "a" * 64, "kind": "outage_happened",
+    body = {"feedback_id": "fb-0001", "advisory_id": "a" * 64, "kind": "outage_yes",
             "text": "Lost power at 3pm, call me on +1 (502) 555-0100 or ann@example.org"}
     first = client.post("/v1/feedback", json=body, headers=_auth(WRITE))
     assert first.status_code == 201, first.text
@@ -444,15 +444,33 @@ def test_feedback_is_stored_once_and_masks_contacts(client, app) -> None:
         rows = conn.execute(select(feedback_table).where(
             feedback_table.c.feedback_id == "fb-0001")).mappings().all()
     assert len(rows) == 1
-    assert rows[0]["kind"] == "outage_happened" and rows[0]["source"] == "app"
+    assert rows[0]["kind"] == "outage_yes" and rows[0]["source"] == "app"
     assert "555" not in rows[0]["text"]
-    conflict = client.post("/v1/feedback", json=body | {"kind": "no_outage"}, headers=_auth(WRITE))
+    conflict = client.post("/v1/feedback", json=body | {"kind": "outage_no"}, headers=_auth(WRITE))
     assert conflict.status_code == 409 and "fb-0001" in conflict.json()["detail"]
+
+
+def test_opt_out_by_advisory_names_the_customer_from_the_outbox(client, app, cfg) -> None:
+    from serving.feedback_store import feedback_frame
+
+    key = hashlib.sha256(b"stop-me").hexdigest()
+    enqueue_payloads(cfg.paths.outbox_url, [{
+        "advisory_id": key, "run_id": NEW_RUN, "kind": "risk_advisory",
+        "customer_id": "SYN-21067-res7", "channel": "sms", "send_after_utc": "2023-07-01T00:00:00Z"}])
+    r = client.post("/v1/feedback", json={"feedback_id": "fb-stop-1", "advisory_id": key,
+                                          "kind": "opt_out", "text": "STOP"}, headers=_auth(WRITE))
+    assert r.status_code == 201 and r.json()["customer_id"] == "SYN-21067-res7"
+    frame = feedback_frame(app.state.engine)
+    assert list(frame.columns) == ["customer_id", "advisory_id", "received_utc", "kind"]
+    row = frame[frame["advisory_id"] == key].iloc[0]
+    assert row["customer_id"] == "SYN-21067-res7" and row["kind"] == "opt_out"
+    assert str(frame["received_utc"].dt.tz) == "UTC"
 
 
 @pytest.mark.parametrize("body", [
     {"feedback_id": "fb-x", "kind": "useful"},  # about nothing
     {"feedback_id": "fb-x", "customer_id": "c1", "kind": "love_it"},
+    {"feedback_id": "fb-x", "customer_id": "c1", "kind": "stop"},  # opt_out is the kind
     {"feedback_id": "fb-x", "customer_id": "c1", "kind": "useful", "text": "x" * 1001},
     {"feedback_id": "", "customer_id": "c1", "kind": "useful"},
     {"feedback_id": "fb-x", "customer_id": "c1", "kind": "useful", "phone": "+15025550100"},

@@ -27,7 +27,8 @@ RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 leading dot, so an id can never name a path outside the runs folder."""
 
 KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
-FEEDBACK_KINDS = ("useful", "not_useful", "outage_happened", "no_outage", "stop")
+FEEDBACK_KINDS = ("opt_out", "useful", "not_useful", "outage_yes", "outage_no", "other")
+"""The advisory policy's feedback kinds (serving.feedback.FEEDBACK_KINDS on main)."""
 
 
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
@@ -247,7 +248,8 @@ def _drop_default(schema: dict[str, Any]) -> None:
 
 class FeedbackIn(_In):
     """Customer feedback about an advisory (``advisory_id``) or from a customer
-    (``customer_id``), at least one of them. ``feedback_id`` is chosen by the client and makes
+    (``customer_id``), at least one of them; with only the advisory, the customer is taken
+    from the outbox row of that advisory when there is one. ``feedback_id`` is chosen by the client and makes
     the call idempotent: sending the same body again returns the stored record."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={
@@ -257,7 +259,9 @@ class FeedbackIn(_In):
     advisory_id: Key | SkipJsonSchema[None] = Field(
         default=None, description="the advisory's idempotency key", json_schema_extra=_drop_default)
     customer_id: Key | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_drop_default)
-    kind: Literal["useful", "not_useful", "outage_happened", "no_outage", "stop"]
+    kind: Literal["opt_out", "useful", "not_useful", "outage_yes", "outage_no", "other"] = Field(
+        description="opt_out (the customer wants no more messages), useful, not_useful, "
+        "outage_yes (the power did go out), outage_no, other")
     text: Annotated[str, Field(max_length=1000)] | SkipJsonSchema[None] = Field(
         default=None, description="free text; anything that looks like a phone number or "
         "e-mail address is masked", json_schema_extra=_drop_default)

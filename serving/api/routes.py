@@ -1,5 +1,5 @@
 """The routes: each reads its inputs through a dependency, calls one function of
-serving.api.runs, serving.feedback or serving.dispatch, and returns a response model."""
+serving.api.runs, serving.feedback_store or serving.dispatch, and returns a response model."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
-from sqlalchemy import select, text
+from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from serving import publish
@@ -38,8 +38,8 @@ from serving.api.runs import (
     records,
 )
 from serving.dispatch import acknowledge
-from serving.feedback import FeedbackConflict, record_feedback
-from serving.outbox import outbox
+from serving.feedback_store import FeedbackConflict, record_feedback
+from serving.outbox import ensure_schema, outbox
 
 _AUTH: dict[int | str, dict[str, Any]] = {401: {"model": Problem, "description": "missing or invalid bearer token"},
          403: {"model": Problem, "description": "the token lacks the scope"},
@@ -226,11 +226,14 @@ def open_outages(
 def feedback(request: Request, response: Response, principal: Writer, body: FeedbackIn) -> Any:
     """Store customer feedback on an advisory; idempotent on ``feedback_id`` (201 when new,
     200 when the same feedback was already stored)."""
+    engine = deps.engine(request)
+    customer_id = body.customer_id
+    if customer_id is None and body.advisory_id is not None:
+        customer_id = _customer_of(engine, body.advisory_id)
     try:
-        stored = record_feedback(deps.engine(request), feedback_id=body.feedback_id,
-                                 kind=body.kind, advisory_id=body.advisory_id,
-                                 customer_id=body.customer_id, text=body.text,
-                                 source=principal.name)
+        stored = record_feedback(engine, feedback_id=body.feedback_id, kind=body.kind,
+                                 advisory_id=body.advisory_id, customer_id=customer_id,
+                                 text=body.text, source=principal.name)
     except FeedbackConflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc
     if not stored.created:
@@ -239,6 +242,15 @@ def feedback(request: Request, response: Response, principal: Writer, body: Feed
                        advisory_id=stored.advisory_id, customer_id=stored.customer_id,
                        kind=stored.kind, text=stored.text, received_at=stored.received_at,
                        created=stored.created)
+
+
+def _customer_of(engine: Engine, advisory_id: str) -> str | None:
+    """The customer of an advisory from its outbox row (None when it is not in the outbox)."""
+    with engine.begin() as conn:
+        ensure_schema(conn)
+        found = conn.execute(select(outbox.c.customer_id)
+                             .where(outbox.c.idempotency_key == advisory_id)).scalar_one_or_none()
+    return None if found is None else str(found)
 
 
 @router.post("/v1/acknowledgements", response_model=AcknowledgementOut, tags=["feedback"],

@@ -1,4 +1,9 @@
-"""Customer feedback on advisories, stored durably next to the outbox (same database).
+"""Customer feedback received by the API, stored durably next to the outbox (same database).
+
+Kinds are those of the advisory policy's feedback report (serving.feedback on main:
+``opt_out``, ``useful``, ``not_useful``, ``outage_yes``, ``outage_no``, ``other``), and
+:func:`feedback_frame` gives the stored rows in the shape its ``read_feedback`` returns, so
+the report and the opt-outs can use what customers sent through the API.
 
 One row per client-chosen ``feedback_id``: storing the same feedback again returns the stored
 row (idempotent); the same id with a different content is a conflict. Free text has anything
@@ -13,6 +18,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import pandas as pd
 from sqlalchemy import (
     Column,
     DateTime,
@@ -38,7 +44,7 @@ feedback = Table(
     Column("advisory_id", String(128), comment="outbox idempotency key of the advisory"),
     Column("customer_id", String(128)),
     Column("kind", String(32), nullable=False,
-           comment="useful | not_useful | outage_happened | no_outage | stop"),
+           comment="opt_out | useful | not_useful | outage_yes | outage_no | other"),
     Column("text", Text, comment="free text, contact details masked"),
     Column("received_at", DateTime(timezone=True), nullable=False, comment="UTC"),
     Column("source", String(64), nullable=False, comment="name of the API token that sent it"),
@@ -108,6 +114,19 @@ def record_feedback(
     return FeedbackRecord(feedback_id=feedback_id, advisory_id=stored["advisory_id"],
                           customer_id=stored["customer_id"], kind=stored["kind"],
                           text=stored["text"], received_at=received, created=created)
+
+
+def feedback_frame(engine: Engine) -> pd.DataFrame:
+    """All stored feedback as customer_id, advisory_id, received_utc (UTC), kind, oldest
+    first: the columns of the policy's feedback reader."""
+    with engine.begin() as conn:
+        ensure_schema(conn)
+        rows = conn.execute(select(feedback.c.customer_id, feedback.c.advisory_id,
+                                   feedback.c.received_at, feedback.c.kind)
+                            .order_by(feedback.c.received_at, feedback.c.feedback_id)).all()
+    frame = pd.DataFrame(rows, columns=["customer_id", "advisory_id", "received_utc", "kind"])
+    frame["received_utc"] = pd.to_datetime(frame["received_utc"], utc=True)
+    return frame
 
 
 def _get(conn: Connection, feedback_id: str) -> dict | None:
