@@ -12,7 +12,7 @@ AS_OF ?= 2023-07-01T00:00:00Z
 export UV_PYTHON := $(PYTHON)
 export FOREWARN_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: setup demo test test-fast lint bench bench-dispatch clean
+.PHONY: setup demo test test-fast lint bench bench-dispatch bench-advise clean
 
 # uv lives in its own small venv: works where pip --user or the system site-packages are closed.
 $(UV):
@@ -43,6 +43,9 @@ bench: setup
 
 bench-dispatch: setup
 	$(VENV)/bin/python bench/bench_dispatch.py --n 20000
+
+bench-advise: setup
+	$(VENV)/bin/python bench/bench_advise.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .forewarn .pytest_cache .ruff_cache

@@ -80,7 +80,7 @@ def main() -> None:
     stage("score 72 h + windows (area-hours)", len(hourly), t)
     t = time.perf_counter()
     customers = generate_registry(data.areas, cfg.customers)
-    advisories = decide_advisories(windows, customers, cfg.advisories, as_of)
+    advisories = decide_advisories(windows, customers, None, cfg.advisories, as_of)
     stage(f"registry + advisories ({len(advisories)} advisories; customers)", len(customers), t)
 
     print(f"{'stage':<58}{'seconds':>9}{'rows':>12}{'rows/s':>12}{'peak MB':>10}")

@@ -26,6 +26,7 @@ from pydantic import (
 
 CONFIG_DIR = Path(__file__).resolve().parent
 BASE_FILE = CONFIG_DIR / "base.yaml"
+POLICY_FILE = CONFIG_DIR / "policy.yaml"
 DEFAULT_DATA_DIR = Path("../shared/data")
 DEFAULT_HOME = Path(".forewarn")
 
@@ -175,6 +176,12 @@ class CustomerSettings(_Section):
         }
     )
     language_shares: dict[str, float] = Field(default_factory=lambda: {"en": 0.95, "zh-CN": 0.05})
+    opt_in_risk_share: float = Field(
+        0.97, ge=0, le=1, description="synthetic customers consenting to risk advisories"
+    )
+    opt_in_outage_share: float = Field(
+        0.99, ge=0, le=1, description="synthetic customers consenting to outage notices"
+    )
     default_timezone: str = "America/New_York"
     timezone_by_area: dict[str, str] = Field(default_factory=dict)
 
@@ -264,18 +271,126 @@ class WindowSettings(_Section):
     top_drivers: int = Field(3, ge=1)
 
 
+MESSAGE_TYPES = ("risk", "outage")
+
+
 class SegmentPolicy(_Section):
+    """How one customer segment is advised."""
+
     threshold: float = Field(ge=0, le=1, description="minimum peak probability of a window")
-    lead_hours: int = Field(24, ge=0, description="send at least this long before the window")
+    steps_h: tuple[int, ...] = Field(
+        (24,),
+        min_length=1,
+        description="hours before a window's start at which the segment is told, largest "
+        "first; the first is the advisory, later ones are reminders when `reminders` is on",
+    )
+    reminders: bool = Field(
+        False, description="also send a short reminder at each later step (beyond the cap)"
+    )
+    channels: tuple[str, ...] = Field(
+        CHANNELS,
+        min_length=1,
+        description="channels this segment may be sent on, in fallback order for ties",
+    )
+    quiet_hours_override: bool = Field(
+        False, description="send during quiet hours when holding would reach past the start"
+    )
+
+    @field_validator("steps_h")
+    @classmethod
+    def _steps(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(s < 0 for s in v) or len(set(v)) != len(v):
+            raise ValueError(f"steps_h must be distinct hours >= 0, got {list(v)}")
+        return tuple(sorted(v, reverse=True))
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = set(v) - set(CHANNELS)
+        if unknown:
+            raise ValueError(f"unknown channels {sorted(unknown)}; known: {list(CHANNELS)}")
+        return v
+
+    @property
+    def first_step_h(self) -> int:
+        """Lead time of the advisory itself (hours before the window start)."""
+        return self.steps_h[0]
+
+
+class QuietHours(_Section):
+    """Local hours (the customer's own IANA zone) when no message is sent; messages due then
+    are held and released at ``end``."""
+
+    start: int = Field(21, ge=0, le=23, description="local hour quiet hours begin")
+    end: int = Field(8, ge=0, le=23, description="local hour held messages are released")
+
+
+class CapSettings(_Section):
+    """Frequency caps and what counts as a material change."""
+
+    escalation_levels: tuple[float, ...] = Field(
+        (0.3, 0.5, 0.7),
+        description="peak-probability floors of the levels moderate, high, very high; an "
+        "update is sent when a window's level rises",
+    )
+    min_shift_h: float = Field(
+        2.0, gt=0, description="a window whose start or end moves this many hours is an update"
+    )
+    run_interval_h: int = Field(
+        24, ge=1, description="hours to the next run: notices due later are left to it"
+    )
+
+
+class SmsSettings(_Section):
+    """SMS length budget: GSM-7 160 septets (153 per part when concatenated), UCS-2 70
+    characters (67 per part)."""
+
+    max_segments: dict[str, int] = Field(
+        default_factory=lambda: {"en": 1, "zh-CN": 2},
+        description="parts of a concatenated SMS allowed per language",
+    )
+    driver_max_chars: int = Field(40, ge=8)
+
+
+class PushSettings(_Section):
+    """App push limits (FCM HTTP v1 and APNs): what the lock screen shows without cutting."""
+
+    title_max_chars: int = Field(65, ge=10)
+    body_max_chars: int = Field(240, ge=40)
+    max_payload_bytes: int = Field(4096, ge=256, description="APNs payload limit")
+
+
+class WechatSettings(_Section):
+    """WeChat template message field limits (characters)."""
+
+    keyword_max_chars: int = Field(20, ge=5)
+    first_max_chars: int = Field(60, ge=10)
+    remark_max_chars: int = Field(100, ge=10)
+
+
+class ControlGroupSettings(_Section):
+    """Randomised control group: customers who get no risk message, so that the effect of
+    advisories can be measured. Membership is a stable hash of the customer id and salt."""
+
+    share: float = Field(0.0, ge=0, le=0.5, description="share of customers held out (0-1)")
+    salt: str = "forewarn-control-v1"
 
 
 class AdvisorySettings(_Section):
-    """First-cut advisory policy (issue 4 deepens it)."""
+    """The advisory policy (configs/policy.yaml, or the file the profile names)."""
 
     hotline: str = "1-800-981-0600"
     hotline_zh: str | None = None
+    opt_out_en: str = Field("Reply STOP to opt out", description="how to opt out, English")
+    opt_out_zh: str = Field("回复 TD 退订", description="how to opt out, Chinese")
     max_areas: int = Field(10, ge=1, description="advise only the top-ranked windows' areas")
     segments: dict[str, SegmentPolicy]
+    quiet_hours: QuietHours = Field(default_factory=lambda: QuietHours.model_validate({}))
+    caps: CapSettings = Field(default_factory=lambda: CapSettings.model_validate({}))
+    sms: SmsSettings = Field(default_factory=lambda: SmsSettings.model_validate({}))
+    push: PushSettings = Field(default_factory=lambda: PushSettings.model_validate({}))
+    wechat: WechatSettings = Field(default_factory=lambda: WechatSettings.model_validate({}))
+    control_group: ControlGroupSettings = Field(default_factory=lambda: ControlGroupSettings.model_validate({}))
     templates_dir: Path = CONFIG_DIR / "templates"
 
     @field_validator("segments")
@@ -555,6 +670,7 @@ class MlflowSettings(_Section):
 
 class Settings(_Section):
     profile: str
+    policy_file: Path = Field(POLICY_FILE, description="advisory policy YAML")
     paths: PathsSettings
     outages: OutageSettings
     weather: WeatherSettings
@@ -622,6 +738,20 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _with_policy(raw: dict[str, Any], profile_dir: Path) -> dict[str, Any]:
+    """Merge the advisory policy file under ``advisories`` (keys given in base, profile or
+    overrides win). ``policy_file`` is relative to the profile's folder, else configs/."""
+    given = raw.get("policy_file")
+    path = POLICY_FILE
+    if given:
+        path = Path(given)
+        if not path.is_absolute():
+            local = profile_dir / path
+            path = local if local.is_file() else CONFIG_DIR / path
+    policy = _read_yaml(path)
+    return raw | {"policy_file": path, "advisories": _merge(policy, raw.get("advisories") or {})}
+
+
 def load_settings(
     profile: str | Path | None = None,
     *,
@@ -646,6 +776,7 @@ def load_settings(
     raw.setdefault("profile", name)
     if overrides:
         raw = _merge(raw, overrides)
+    raw = _with_policy(raw, Path(profile).parent if profile is not None else CONFIG_DIR)
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:

@@ -62,6 +62,8 @@ NAME = "name"
 PHONE = "phone"
 EMAIL = "email"
 WECHAT_OPENID = "wechat_openid"
+OPT_IN_RISK = "opt_in_risk"  # consents to risk advisories (and their updates)
+OPT_IN_OUTAGE = "opt_in_outage"  # consents to outage and restoration notices
 SYNTHETIC = "synthetic"
 REGISTRY_COLUMNS = (
     CUSTOMER_ID,
@@ -74,6 +76,8 @@ REGISTRY_COLUMNS = (
     PHONE,
     EMAIL,
     WECHAT_OPENID,
+    OPT_IN_RISK,
+    OPT_IN_OUTAGE,
     SYNTHETIC,
 )
 
@@ -160,6 +164,10 @@ def generate_registry(areas: pd.DataFrame, cfg: CustomerSettings) -> pd.DataFram
     segment = _pick(draws[:, 0], cfg.segment_shares, SEGMENTS)
     language = _pick(draws[:, 1], cfg.language_shares, LANGUAGES)
     channels, has_wechat = _channels(draws[:, 2:], segment, language)
+    consent = np.concatenate(
+        [_area_draws(a, k, cfg.seed, stream=1, width=2)
+         for a, k in zip(area_ids, sizes, strict=True) if k]
+    )
     ids = _customer_ids(area_col, index, cfg.max_per_area)
     return pd.DataFrame(
         {
@@ -173,6 +181,8 @@ def generate_registry(areas: pd.DataFrame, cfg: CustomerSettings) -> pd.DataFram
             PHONE: _FICTIONAL_PHONE_PREFIX + pd.Series(index % 100).astype(str).str.zfill(2),
             EMAIL: ids.str.lower() + "@" + _EMAIL_DOMAIN,
             WECHAT_OPENID: _wechat_openids(ids, has_wechat),
+            OPT_IN_RISK: consent[:, 0] < cfg.opt_in_risk_share,
+            OPT_IN_OUTAGE: consent[:, 1] < cfg.opt_in_outage_share,
             SYNTHETIC: True,
         },
         columns=list(REGISTRY_COLUMNS),
@@ -205,12 +215,18 @@ def _check_areas(areas: pd.DataFrame) -> None:
         )
 
 
-def _area_draws(area_id: str, size: int, seed: int) -> np.ndarray:
-    """Uniform draws in [0, 1), shape (size, 3 + len(CHANNELS)): segment, language, number
-    of channels, one per channel; from the area's own stream: a stable hash of the area id (not Python's salted ``hash``) and the seed."""
+def _area_draws(
+    area_id: str, size: int, seed: int, stream: int = 0, width: int | None = None
+) -> np.ndarray:
+    """Uniform draws in [0, 1), shape (size, width). Stream 0 (width 3 + len(CHANNELS)):
+    segment, language, number of channels, one per channel; stream 1 (width 2): consent to
+    risk and to outage messages. Each from the area's own stream: a stable hash of the area
+    id (not Python's salted ``hash``), the seed and the stream number (stream 0 keeps the
+    registry of earlier versions)."""
     key = int.from_bytes(hashlib.sha256(area_id.encode("utf-8")).digest()[:8], "big")
-    rng = np.random.default_rng(np.random.SeedSequence([seed, key]))
-    return rng.random((size, 3 + len(CHANNELS)))
+    entropy = [seed, key] if stream == 0 else [seed, key, stream]
+    rng = np.random.default_rng(np.random.SeedSequence(entropy))
+    return rng.random((size, 3 + len(CHANNELS) if width is None else width))
 
 
 def _pick(u: np.ndarray, shares: dict[str, float], order: tuple[str, ...]) -> np.ndarray:

@@ -325,7 +325,7 @@ def storm_days(state: GridState, start: pd.Timestamp, end: pd.Timestamp, tz: str
                min_customers_out: float) -> pd.Index:
     """Local dates (in ``tz``) on which customers out territory-wide reached
     ``min_customers_out`` at some hour: the "big days" of the evaluation breakdown."""
-    hours = pd.date_range(start.floor("h"), end, freq="h", tz="UTC")
+    hours = pd.date_range(start.tz_convert("UTC").floor("h"), end.tz_convert("UTC"), freq="h")
     out = pd.Series(state.customers_out(hours), index=hours.tz_convert(tz).date)
     peak = out.groupby(level=0).max()
     return pd.Index(peak.index[peak.to_numpy() >= min_customers_out])

@@ -168,11 +168,78 @@ def _report(m: dict[str, Any]) -> None:
         f"{o['prevalence']:.4f}",
         f"  risk windows {m['windows']}; advisories {m['advisories']['decided']} "
         f"({m['advisories']['inserted']} new in the outbox, "
-        f"{m['advisories']['duplicates']} already there)",
+        f"{m['advisories']['duplicates']} already there; by kind "
+        f"{m['advisories'].get('by_kind', {})}; "
+        f"{m['advisories'].get('withheld_control_group', 0)} withheld for the control group)",
         f"  quarantined rows {m['quarantined_rows']}",
         f"outputs: {m['run_dir']}",
     ]
     typer.echo("\n".join(lines))
+
+
+@app.command()
+def advise(
+    run: Annotated[Path, typer.Option("--run", help="a finished run directory written by "
+                                      "`forewarn nightly` (holds run.json)")],
+    feedback: Annotated[Path | None, typer.Option(
+        "--feedback", help="customer replies (CSV or JSONL); those who replied STOP get "
+        "nothing")] = None,
+    config: ConfigOpt = Path("configs/kentucky.yaml"),
+) -> None:
+    """Decide and enqueue the advisories of a finished run; safe to repeat.
+
+    Applies the advisory policy (configs/policy.yaml) to the run's risk windows, the customer
+    registry and what the outbox already holds, and enqueues the new messages. A second call
+    for the same run enqueues nothing.
+
+    Example: forewarn advise --run .forewarn/runs/20230701T0000Z-...
+    """
+    try:
+        cfg = _load(config)
+        from flows.advise import advise_run
+
+        summary = advise_run(cfg, run, feedback)
+    except _known_errors() as exc:
+        _fail(exc)
+        return
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command()
+def report(
+    run: Annotated[Path, typer.Option("--run", help="a finished run directory")],
+    feedback: Annotated[Path | None, typer.Option(
+        "--feedback", help="customer replies, CSV or JSONL (customer_id, received_utc, "
+        "type or text)")] = None,
+    config: ConfigOpt = Path("configs/kentucky.yaml"),
+) -> None:
+    """Report how a run's advisories did: precision, lead time, reach, feedback.
+
+    Joins the run's advisories with the outages that followed (outage history), customer
+    feedback, delivery states in the outbox and the control group; writes
+    advice_report.json into the run directory and prints it.
+
+    Example: forewarn report --run .forewarn/runs/<run_id> --feedback replies.csv
+    """
+    try:
+        cfg = _setup(config)
+        from flows.report import report_run
+
+        result = report_run(cfg, run, feedback)
+    except _known_errors() as exc:
+        _fail(exc)
+        return
+    typer.echo(json.dumps({k: v for k, v in result.items() if k != "per_event"}, indent=2))
+
+
+def _load(config: Path) -> Settings:
+    """Settings without the input-data checks (advise reads a run directory, not sources)."""
+    try:
+        cfg = load_settings(config)
+    except SettingsError as exc:
+        raise _Failure(_one_line(exc)) from exc
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return cfg
 
 
 @app.command("weather-mirror")

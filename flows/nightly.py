@@ -40,10 +40,16 @@ from models.restoration import (
 from models.scoring import resolve_issue_time, score_horizon
 from models.train import RiskModel
 from models.windows import build_windows
-from serving.advisories import decide_advisories
+from serving.advisories import control_records, decide_advisories, restorations_from_events
 from serving.contacts import save_registry
-from serving.outbox import enqueue
-from serving.publish import RunId, input_record, write_manifest, write_outputs
+from serving.outbox import enqueue, read_history
+from serving.publish import (
+    RunId,
+    input_record,
+    write_advice_inputs,
+    write_manifest,
+    write_outputs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -227,9 +233,27 @@ def save_contacts(customers: pd.DataFrame, cfg: Settings) -> Path:
 
 
 @task(cache_policy=NO_CACHE)
-def advise(windows: pd.DataFrame, customers: pd.DataFrame, as_of: pd.Timestamp,
+def restored_outages(data: Dataset, as_of: pd.Timestamp, cfg: Settings) -> pd.DataFrame:
+    return restorations_from_events(data.events, as_of, cfg.advisories.caps.run_interval_h)
+
+
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
+def sent_history(cfg: Settings) -> pd.DataFrame:
+    return read_history(cfg.paths.outbox_url)
+
+
+@task(cache_policy=NO_CACHE)
+def advise(windows: pd.DataFrame, customers: pd.DataFrame, history: pd.DataFrame,
+           restorations: pd.DataFrame, outages: pd.DataFrame | None, as_of: pd.Timestamp,
            cfg: Settings) -> list:
-    return decide_advisories(windows, customers, cfg.advisories, as_of)
+    return decide_advisories(windows, customers, history, cfg.advisories, as_of,
+                             restorations=restorations, outages=outages)
+
+
+@task(cache_policy=NO_CACHE)
+def withheld(windows: pd.DataFrame, customers: pd.DataFrame, history: pd.DataFrame,
+             as_of: pd.Timestamp, cfg: Settings) -> pd.DataFrame:
+    return control_records(windows, customers, history, cfg.advisories, as_of)
 
 
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
@@ -248,11 +272,24 @@ def publish(run_dir: Path, windows: pd.DataFrame, hourly: pd.DataFrame, advisori
 
 
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
+def publish_advice_inputs(run_dir: Path, areas: pd.DataFrame, restorations: pd.DataFrame,
+                          control: pd.DataFrame) -> dict[str, str]:
+    return write_advice_inputs(run_dir, areas, restorations, control)
+
+
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
 def finish(run_dir: Path, manifest: dict[str, Any]) -> Path:
     return write_manifest(run_dir, manifest)
 
 
 # ------------------------------------------------------------------------------- the flow
+
+
+def _by_kind(advisories: list) -> dict[str, int]:
+    kinds: dict[str, int] = {}
+    for advisory in advisories:
+        kinds[advisory.kind] = kinds.get(advisory.kind, 0) + 1
+    return dict(sorted(kinds.items()))
 
 
 @contextmanager
@@ -312,7 +349,10 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
     with _stage(timings, "advise"):
         customers = customers_for(data, cfg)
         save_contacts(customers, cfg)
-        advisories = advise(windows, customers, issue, cfg)
+        restorations = restored_outages(data, issue, cfg)
+        sent = sent_history(cfg)
+        advisories = advise(windows, customers, sent, restorations, outages, issue, cfg)
+        control = withheld(windows, customers, sent, issue, cfg)
         outbox = enqueue_advisories(advisories, cfg)
     extra_contracts = [updates_contract] if cfg.restoration.enabled else []
     if cfg.restoration.enabled and cfg.restoration.changelog_file:
@@ -323,6 +363,7 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
     with _stage(timings, "publish"):
         checksums = publish(run_dir, windows, hourly, advisories,
                             metrics | {"restoration": restoration}, meta, outages)
+        checksums |= publish_advice_inputs(run_dir, data.areas, restorations, control)
     manifest = {
         "run_id": run_id,
         "as_of": issue.isoformat(),
@@ -352,7 +393,9 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
         # pandas has no type stubs here, so mypy sees Prefect's coroutine overload
         "windows": len(cast(pd.DataFrame, windows)),
         "customers": {"synthetic": True, "registry_size": len(cast(pd.DataFrame, customers))},
-        "advisories": {"decided": len(advisories), **outbox},
+        "advisories": {"decided": len(advisories), **outbox,
+                       "by_kind": _by_kind(advisories),
+                       "withheld_control_group": len(cast(pd.DataFrame, control))},
         "outputs": checksums,
         "timings_s": timings,
     }

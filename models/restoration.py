@@ -363,11 +363,14 @@ def train_restoration_model(
 def periods_from(model: ModelSettings, cfg: RestorationSettings) -> RestorationPeriods:
     """The risk model's training and test periods, with the calibration slice cut from the
     end of training."""
-    train_end = pd.Timestamp(model.train_end)
+    def utc(value: Any) -> pd.Timestamp:
+        ts = pd.Timestamp(value)
+        return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+    train_end = utc(model.train_end)
     return RestorationPeriods(
         calibration_start=train_end - pd.Timedelta(days=cfg.calibration_days),
-        train_end=train_end, test_start=pd.Timestamp(model.test_start),
-        test_end=pd.Timestamp(model.test_end))
+        train_end=train_end, test_start=utc(model.test_start), test_end=utc(model.test_end))
 
 
 # ------------------------------------------------------------------------------- scoring

@@ -40,7 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 
-from serving.advisories import Advisory
+from serving.advisories import Advisory, empty_history, history_from_payloads
 
 STATES = ("pending", "sending", "sent", "failed", "dead")
 _KEY_CHUNK = 500  # keys per IN (...) query in the generic fallback
@@ -163,6 +163,45 @@ def pending(url: str) -> pd.DataFrame:
     for col in ("created_at", "send_after"):
         frame[col] = pd.to_datetime(frame[col], utc=True)
     return frame
+
+
+def read_history(url: str) -> pd.DataFrame:
+    """What was already enqueued (any state), as the history ``decide_advisories`` needs
+    (``serving.advisories.HISTORY_COLUMNS``, from each row's payload). Read-only: a missing
+    database or table is an empty history, and nothing is created."""
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() == "sqlite" and (
+        not database or database == ":memory:" or not Path(database).is_file()
+    ):
+        return empty_history()
+    with _engine(url) as engine, engine.connect() as conn:
+        if not inspect(conn).has_table(outbox.name):
+            return empty_history()
+        payloads: list[str] = list(conn.execute(select(outbox.c.payload)).scalars())
+        return history_from_payloads(json.loads(p) for p in payloads)
+
+
+def read_delivery(url: str) -> pd.DataFrame:
+    """Delivery state per message: idempotency_key, customer_id, kind, state, attempts and,
+    when the outbox has one (the dispatcher adds it), an acknowledgement column. Read-only;
+    a missing database or table gives an empty frame."""
+    parsed = make_url(url)
+    database = parsed.database
+    empty = pd.DataFrame(columns=["idempotency_key", "customer_id", "kind", "state", "attempts"])
+    if parsed.get_backend_name() == "sqlite" and (
+        not database or database == ":memory:" or not Path(database).is_file()
+    ):
+        return empty
+    with _engine(url) as engine, engine.connect() as conn:
+        if not inspect(conn).has_table(outbox.name):
+            return empty
+        table = Table(outbox.name, MetaData(), autoload_with=conn)
+        wanted = ["idempotency_key", "customer_id", "kind", "state", "attempts",
+                  "acknowledged_at", "acked_at", "acknowledged"]
+        cols = [table.c[name] for name in wanted if name in table.c]
+        result = conn.execute(select(*cols))
+        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
 
 def count(url: str) -> int:

@@ -28,6 +28,9 @@ ADVISORIES_JSONL = "advisories.jsonl"
 METRICS_JSON = "metrics.json"
 OUTAGES_PARQUET = "outage_estimates.parquet"
 MANIFEST_JSON = "run.json"
+AREAS_PARQUET = "areas.parquet"  # area_id, customers_served, timezone: rebuilds the registry
+RESTORATIONS_PARQUET = "restorations.parquet"  # outages restored just before the as-of
+CONTROL_JSONL = "control_group.jsonl"  # risk messages withheld from the control group
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,44 @@ def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
     tmp.replace(path)
+
+
+def write_advice_inputs(
+    run_dir: Path, areas: pd.DataFrame, restorations: pd.DataFrame, control: pd.DataFrame
+) -> dict[str, str]:
+    """What ``forewarn advise --run`` needs besides the windows (the areas the synthetic
+    registry is built from, the restorations known at as-of), and the control-group record.
+    Returns file name -> sha256."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cols = ["area_id", "customers_served", "timezone"]
+    areas[cols].to_parquet(run_dir / AREAS_PARQUET, index=False)
+    restorations.to_parquet(run_dir / RESTORATIONS_PARQUET, index=False)
+    _write_jsonl(run_dir / CONTROL_JSONL, control.to_dict(orient="records"))
+    names = (AREAS_PARQUET, RESTORATIONS_PARQUET, CONTROL_JSONL)
+    return {name: sha256_file(run_dir / name) for name in names}
+
+
+def read_advice_inputs(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame,
+                                               pd.DataFrame]:
+    """Manifest, windows (drivers decoded), areas and restorations of a finished run.
+    Raises FileNotFoundError naming the missing file when the run is incomplete."""
+    for name in (MANIFEST_JSON, WINDOWS_PARQUET, AREAS_PARQUET, RESTORATIONS_PARQUET):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(
+                f"{run_dir / name} not found: --run needs a finished run directory written "
+                "by `forewarn nightly` (run.json is written last)"
+            )
+    manifest = json.loads((run_dir / MANIFEST_JSON).read_text(encoding="utf-8"))
+    areas = pd.read_parquet(run_dir / AREAS_PARQUET)
+    restorations = pd.read_parquet(run_dir / RESTORATIONS_PARQUET)
+    return manifest, read_windows(run_dir), areas, restorations
+
+
+def read_open_outages(run_dir: Path) -> pd.DataFrame | None:
+    """Outages on the map at the run's as-of time with their estimated restoration, or None
+    for a run without restoration estimates."""
+    path = run_dir / OUTAGES_PARQUET
+    return pd.read_parquet(path) if path.is_file() else None
 
 
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> Path:

@@ -76,7 +76,7 @@ def test_console_script_help_lists_the_subcommands() -> None:
     run = subprocess.run([str(FOREWARN), "--help"], capture_output=True, text=True, cwd=REPO,
                          env={**os.environ, "COLUMNS": "200"}, timeout=120)
     assert run.returncode == 0, run.stderr
-    for command in ("nightly", "weather-mirror", "ui"):
+    for command in ("nightly", "advise", "report", "weather-mirror", "ui"):
         assert command in run.stdout
 
 

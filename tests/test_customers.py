@@ -187,3 +187,15 @@ def test_registry_rejects_bad_areas(cfg) -> None:
 def test_empty_registry_has_the_columns(cfg) -> None:
     reg = generate_registry(_areas(**{"21111": 0}), cfg)
     assert reg.empty and tuple(reg.columns) == REGISTRY_COLUMNS
+
+
+def test_registry_has_opt_in_per_message_type_near_its_share(cfg) -> None:
+    areas = _areas(**{"21111": 500_000, "21001": 80_000})
+    registry = generate_registry(areas, cfg)
+    assert registry["opt_in_risk"].dtype == bool and registry["opt_in_outage"].dtype == bool
+    assert abs(registry["opt_in_risk"].mean() - cfg.opt_in_risk_share) < 0.01
+    assert abs(registry["opt_in_outage"].mean() - cfg.opt_in_outage_share) < 0.01
+    # consent draws come from their own stream: segments and channels are unchanged by them
+    fewer = generate_registry(areas, cfg.model_copy(update={"opt_in_risk_share": 0.5}))
+    pd.testing.assert_series_equal(fewer["segment"], registry["segment"])
+    assert (fewer["opt_in_risk"] <= registry["opt_in_risk"]).all()

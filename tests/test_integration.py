@@ -112,7 +112,7 @@ def test_windows_are_ranked_capped_and_explained(two_runs):
 def test_windows_and_open_outages_carry_restoration_estimates(two_runs, slice_settings):
     from mlflow import MlflowClient
 
-    first, _ = two_runs
+    first, second = two_runs
     run_dir = Path(first["run_dir"])
     windows = pd.read_parquet(run_dir / "risk_windows.parquet")
     p10, p50, p90 = (windows[f"duration_p{q}_h"] for q in (10, 50, 90))
@@ -127,7 +127,8 @@ def test_windows_and_open_outages_carry_restoration_estimates(two_runs, slice_se
     assert headline["n"] > 1000 and headline["p50_mae_h"] > 0
     client = MlflowClient(tracking_uri=slice_settings.tracking_uri)
     champion = client.get_model_version_by_alias("forewarn-restoration", "champion")
-    assert str(champion.version) == first["restoration"]["version"]
+    assert first["restoration"]["version"] == "1"
+    assert str(champion.version) == second["restoration"]["version"] == "2"
     run = client.get_run(first["restoration"]["mlflow_run_id"])
     assert run.data.metrics["first_report_p50_mae_h"] == pytest.approx(headline["p50_mae_h"])
     assert "first_report_utility_first_etr_mae_h" in run.data.metrics
@@ -155,14 +156,23 @@ def test_rerun_enqueues_nothing_twice_and_leaks_no_contact_details(two_runs, sli
     decided = first["advisories"]["decided"]
     assert decided > 0
     assert first["advisories"]["inserted"] == decided
-    assert second["advisories"] == {"decided": decided, "inserted": 0, "duplicates": decided}
+    # the second run reads the outbox history: nothing is decided, let alone enqueued, twice
+    assert second["advisories"]["decided"] == 0, second["advisories"]
+    assert (second["advisories"]["inserted"], second["advisories"]["duplicates"]) == (0, 0)
     assert count(slice_settings.paths.outbox_url) == decided
     lines = (Path(first["run_dir"]) / "advisories.jsonl").read_text().splitlines()
     assert len(lines) == decided
+    assert (Path(second["run_dir"]) / "advisories.jsonl").read_text() == ""
     text = "\n".join(lines)
     assert "@example.invalid" not in text and "+1-202-555" not in text
-    languages = {json.loads(line)["language"] for line in lines}
-    assert languages <= {"en", "zh-CN"}
+    payloads = [json.loads(line) for line in lines]
+    assert {p["language"] for p in payloads} <= {"en", "zh-CN"}
+    assert {p["kind"] for p in payloads} <= {"risk_advisory", "risk_reminder"}
+    assert all(set(p["content"]) == {*p["channels"], "webhook"} for p in payloads)
+    control = (Path(first["run_dir"]) / "control_group.jsonl").read_text().splitlines()
+    assert len(control) == first["advisories"]["withheld_control_group"]
+    withheld = {json.loads(line)["customer_id"] for line in control}
+    assert withheld.isdisjoint({p["customer_id"] for p in payloads})
 
 
 def test_bad_rows_are_quarantined_and_counted_in_the_manifest(

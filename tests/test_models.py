@@ -171,7 +171,7 @@ def test_windows_need_risk_above_the_usual_rate_too():
     customers = pd.DataFrame({"customer_id": ["c1"], C.AREA: ["Y"], "segment": ["critical"],
                               "channels": [("sms",)], "language": ["en"],
                               C.TIMEZONE: ["America/New_York"], "synthetic": [True]})
-    assert decide_advisories(none, customers, policy, pd.Timestamp("2023-06-25", tz="UTC")) == []
+    assert decide_advisories(none, customers, None, policy, pd.Timestamp("2023-06-25", tz="UTC")) == []
     cfg_no_lift = WindowSettings(min_probability=0.2, min_lift=0.0)
     w = build_windows(hourly, AREAS, expl, cfg_no_lift, META)
     assert len(w) == 1 and w["hours"].iloc[0] == 3

@@ -63,3 +63,30 @@ def test_missing_profile_and_broken_yaml(tmp_path):
     broken.write_text("areas: [unclosed\n")
     with pytest.raises(SettingsError, match="not valid YAML"):
         load_settings(broken)
+
+
+def test_policy_comes_from_policy_yaml_and_a_profile_may_point_elsewhere(tmp_path):
+    s = load_settings(REPO / "configs/kentucky.yaml", environ={})
+    assert s.policy_file == REPO / "configs/policy.yaml"
+    assert s.advisories.segments["critical"].steps_h == (72, 48, 24, 4)
+    assert s.advisories.segments["critical"].quiet_hours_override is True
+    assert s.advisories.quiet_hours.start == 21 and s.advisories.quiet_hours.end == 8
+    other = tmp_path / "strict.yaml"
+    text = (REPO / "configs/policy.yaml").read_text(encoding="utf-8")
+    other.write_text(text.replace("share: 0.05", "share: 0.2"), encoding="utf-8")
+    profile = tmp_path / "pilot.yaml"
+    profile.write_text("policy_file: strict.yaml\nadvisories:\n  quiet_hours: {start: 22}\n")
+    pilot = load_settings(profile, environ={})
+    assert pilot.policy_file == other
+    assert pilot.advisories.control_group.share == 0.2
+    assert pilot.advisories.quiet_hours.start == 22 and pilot.advisories.quiet_hours.end == 8
+
+
+def test_bad_policy_values_are_named(tmp_path):
+    profile = tmp_path / "bad.yaml"
+    profile.write_text("advisories:\n  segments:\n    critical: {steps_h: [4, 4]}\n"
+                       "    residential: {channels: [pigeon]}\n")
+    with pytest.raises(SettingsError) as err:
+        load_settings(profile, environ={})
+    assert "steps_h must be distinct" in str(err.value)
+    assert "unknown channels ['pigeon']" in str(err.value)
