@@ -89,6 +89,21 @@ def _frames(run_id: str, as_of: pd.Timestamp, horizon: int = 6):
                     "expected_customers": w["expected_customers"],
                     "subject": "Possible power outage", "body": "Call 1-800-981-0600.",
                     "sms_text": "Possible outage", "synthetic": True})
+                if segment == "critical":  # the policy engine's shape (serving.advisories)
+                    adv = advisories[-1]
+                    for gone in ("subject", "body", "sms_text", "channel"):
+                        adv.pop(gone)
+                    adv |= {"message_type": "risk", "reason": "", "area_name": AREAS[w["area_id"]],
+                            "event_day": "2023-07-01", "critical": True,
+                            "channels": ["sms", "voice"], "held_for_quiet_hours": False,
+                            "step_h": 24, "level": "high", "duration_p50_h": 0.7,
+                            "duration_p10_h": 0.3, "duration_p90_h": None, "restored_utc": None,
+                            "decided_at_utc": as_of.isoformat(),
+                            "content": {"sms": {"text": "Possible outage"},
+                                        "voice": {"script": "This is Forewarn."},
+                                        "push": {"title": "Outage risk", "body": "High",
+                                                 "data": {"advisory_id": "x"}},
+                                        "wechat": {"data": {"first": "Outage risk"}}}}
     outages = pd.DataFrame([
         {"event_id": f"lgeku:{i}", "area_id": area, "first_seen_utc": as_of - pd.Timedelta(hours=2),
          "elapsed_h": 2.0, "cause": "Tree", "customers": 10 * (i + 1), "p10_h": 0.5, "p50_h": 2.0,
@@ -340,6 +355,10 @@ def test_advisories_filters_and_pages(client) -> None:
                       headers=_auth(READ)).json()
     assert crit["total"] == 6
     assert {(a["segment"], a["area_id"]) for a in crit["items"]} == {("critical", "21107")}
+    first = crit["items"][0]
+    assert first["channels"] == ["sms", "voice"] and first["level"] == "high"
+    assert first["content"]["voice"]["script"] == "This is Forewarn."
+    assert "data" not in first["content"]["push"] and first["content"]["wechat"]["text"] is None
     page = client.get("/v1/advisories", params={"limit": 5, "offset": 15, "kind": "risk_advisory"},
                       headers=_auth(READ)).json()
     assert len(page["items"]) == 3 and page["next_offset"] is None and page["offset"] == 15
@@ -352,7 +371,10 @@ def test_advisories_never_carry_contact_details(client, home) -> None:
     original = path.read_text(encoding="utf-8")
     rows = [json.loads(line) for line in original.splitlines()]
     tampered = [row | {"phone": "+1 502 555 0100", "email": "ann@example.org",
-                       "wechat_openid": "oAbC123456789xyz", "contact": {"sms": "+15025550100"}}
+                       "wechat_openid": "oAbC123456789xyz", "contact": {"sms": "+15025550100"},
+                       "content": {"sms": {"text": "hi", "to": "+15025550100"},
+                                   "wechat": {"data": {"touser": "oAbC123456789xyz"}},
+                                   "email": {"subject": "s", "to": "ann@example.org"}}}
                 for row in rows]
     try:
         path.write_text("".join(json.dumps(r) + "\n" for r in tampered), encoding="utf-8")
@@ -364,6 +386,15 @@ def test_advisories_never_carry_contact_details(client, home) -> None:
             assert value not in r.text
     finally:
         path.write_text(original, encoding="utf-8")
+
+
+def test_advisory_model_names_every_field_the_engine_writes() -> None:
+    """A field the advisory engine adds is served only once AdvisoryOut names it: this fails
+    first, so that someone decides it carries no contact detail."""
+    from serving.advisories import Advisory
+    from serving.api.models import AdvisoryOut
+
+    assert set(Advisory._fields) - set(AdvisoryOut.model_fields) == set()
 
 
 # ------------------------------------------------------------------------------- outages

@@ -181,29 +181,59 @@ class RunManifest(Versioned):
 # ------------------------------------------------------------------------------ advisories
 
 
+class MessageText(_Out):
+    """The rendered text of an advisory on one channel; only these text fields are served
+    (free-form parts such as push ``data`` or WeChat template ``data`` are not)."""
+
+    subject: str | None = None
+    headline: str | None = None
+    title: str | None = None
+    text: str | None = None
+    body: str | None = None
+    html: str | None = None
+    script: str | None = Field(None, description="voice script")
+
+
 class AdvisoryOut(_Out):
     """An advisory as written in ``advisories.jsonl``: never a phone number, e-mail address or
-    messaging id (any such field in the file is dropped here)."""
+    messaging id (any such field in the file is dropped here). Fields that only the current
+    advisory engine writes (``channels``, ``content``, ``level``...) or only the first one did
+    (``channel``, ``subject``, ``body``, ``sms_text``) are optional."""
 
     advisory_id: str = Field(description="idempotency key, as in the outbox")
     run_id: str
-    kind: str
+    kind: str = Field(description="e.g. risk_advisory, risk_update, all_clear")
+    message_type: str | None = Field(None, description="risk or outage (what opt-outs apply to)")
+    reason: str | None = None
     customer_id: str
     area_id: str
+    area_name: str | None = None
     window_id: str
+    event_day: str | None = Field(None, description="window start day in the customer's zone")
     segment: str
-    channel: str = Field(description="the customer's preferred channel (its name only)")
+    critical: bool | None = None
     language: str
     timezone: str
+    channels: list[str] | None = Field(None, description="channel names, in fallback order")
+    channel: str | None = Field(None, description="the preferred channel's name (older runs)")
     window_start_utc: datetime
     window_end_utc: datetime
     send_after_utc: datetime
+    held_for_quiet_hours: bool | None = None
+    step_h: int | None = Field(None, description="hours before the window this notice is for")
+    level: str | None = None
     peak_prob: float
     expected_customers: float
-    subject: str
-    body: str
-    sms_text: str
+    duration_p10_h: float | None = None
+    duration_p50_h: float | None = None
+    duration_p90_h: float | None = None
+    restored_utc: datetime | None = None
+    decided_at_utc: datetime | None = None
     synthetic: bool = Field(description="true when the customer is from the synthetic registry")
+    content: dict[str, MessageText] | None = Field(None, description="text per channel")
+    subject: str | None = None
+    body: str | None = None
+    sms_text: str | None = None
 
 
 class AdvisoryPage(Page, RunScoped):
