@@ -172,7 +172,7 @@ class RunManifest(Versioned):
     quarantined_rows: int | None = None
     windows: int | None = Field(None, description="risk windows in the run")
     advisories: dict[str, int] = Field(default_factory=dict)
-    metrics_overall: dict[str, float | None] = Field(default_factory=dict)
+    metrics_overall: dict[str, Any] = Field(default_factory=dict, description="test-period metrics")
     outputs: dict[str, str] = Field(description="output file name -> sha256")
     timings_s: dict[str, float] = Field(default_factory=dict)
     links: dict[str, str] = Field(default_factory=dict, description="API paths of this run")
