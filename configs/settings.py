@@ -641,6 +641,100 @@ class BacktestSettings(_Section):
     experiment: str = "forewarn-backtest"
 
 
+API_SCOPES = ("read", "write")
+API_TOKENS_ENV = "FOREWARN_API_TOKENS"
+_ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
+
+
+class SubscriberSettings(_Section):
+    """A downstream system told (signed CloudEvents webhook) when a new run is published."""
+
+    url: str = Field(description="http(s) endpoint that receives the POST")
+    secret_env: str = Field(
+        pattern=_ENV_NAME,
+        description="name of the environment variable holding the HMAC-SHA256 key (the key "
+        "itself never goes in YAML)",
+    )
+    name: str | None = Field(default=None, description="label for logs; default the URL's host")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"subscriber url must be http(s), got {v!r}")
+        return v
+
+
+class ApiSettings(_Section):
+    """The HTTP API for downstream notifiers (serving/api) and the run-published webhook.
+    Bearer tokens come from the environment only (FOREWARN_API_TOKENS, see api_tokens)."""
+
+    version: str = Field(default="1.0.0", description="API version, the OpenAPI info.version")
+    default_limit: int = Field(default=100, ge=1, description="page size when the client gives none")
+    max_limit: int = Field(default=1000, ge=1, le=1000, description="largest page served")
+    base_url: str = Field(
+        default="http://127.0.0.1:8000", description="public address of the API, for links in webhooks"
+    )
+    event_source: str = Field(
+        default="urn:forewarn", description="CloudEvents `source` of the events this deployment sends"
+    )
+    subscribers: tuple[SubscriberSettings, ...] = ()
+    timeout_s: float = Field(default=10.0, gt=0, description="seconds per webhook request")
+    attempts: int = Field(default=3, ge=1, le=10, description="tries per subscriber on transient errors")
+
+
+class ApiToken(_Section):
+    """One bearer token: who holds it (``name``, safe to log) and what it may do."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    token: SecretStr
+    scopes: frozenset[Literal["read", "write"]]
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, v: SecretStr) -> SecretStr:
+        if len(v.get_secret_value()) < 16:
+            raise ValueError("API tokens must be at least 16 characters")
+        return v
+
+
+def api_tokens(environ: dict[str, str] | None = None) -> tuple[ApiToken, ...]:
+    """Bearer tokens of the API from ``FOREWARN_API_TOKENS``: comma-separated
+    ``name:token:scope+scope`` entries (scopes ``read``, ``write``), e.g.
+    ``notifier:3f9c...:read,app:77ab...:read+write``. Unset or empty gives no token (every
+    authenticated route then answers 401). A malformed entry raises SettingsError naming the
+    entry by its position and name, never by its token."""
+    env = os.environ if environ is None else environ
+    raw = (env.get(API_TOKENS_ENV) or "").strip()
+    tokens: list[ApiToken] = []
+    for i, entry in enumerate(e.strip() for e in raw.split(",")):
+        if not entry:
+            continue
+        parts = entry.split(":")
+        if len(parts) != 3:
+            raise SettingsError(f"{API_TOKENS_ENV} entry {i + 1}: expected name:token:scopes")
+        name, token, scopes = parts
+        try:
+            tokens.append(ApiToken.model_validate(
+                {"name": name, "token": token, "scopes": [s for s in scopes.split("+") if s]}))
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+                                 for err in exc.errors())
+            raise SettingsError(f"{API_TOKENS_ENV} entry {i + 1} ({name!r}): {problems}") from exc
+    names = [t.name for t in tokens]
+    if len(set(names)) != len(names):
+        raise SettingsError(f"{API_TOKENS_ENV}: token names must be unique, got {names}")
+    return tuple(tokens)
+
+
+def subscriber_secret(sub: SubscriberSettings, environ: dict[str, str] | None = None
+                      ) -> SecretStr | None:
+    """The HMAC key of a subscriber from the variable its ``secret_env`` names (None if unset)."""
+    env = os.environ if environ is None else environ
+    value = env.get(sub.secret_env)
+    return SecretStr(value) if value else None
+
+
 class MlflowSettings(_Section):
     tracking_uri: str | None = Field(None, description="default sqlite:///<home>/mlflow.db")
     experiment: str = "forewarn-risk"
@@ -664,6 +758,7 @@ class Settings(_Section):
     backtest: BacktestSettings
     channels: ChannelsSettings = Field(default_factory=ChannelsSettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     mlflow: MlflowSettings
     telemetry: TelemetrySettings = Field(default_factory=lambda: TelemetrySettings.model_validate({}))
     drivers: DriverSettings = Field(default_factory=lambda: DriverSettings.model_validate({}))

@@ -382,6 +382,63 @@ def dispatch(
 
 
 @app.command()
+def serve(
+    config: ConfigOpt = Path("configs/kentucky.yaml"),
+    host: Annotated[str, typer.Option(help="interface to listen on (keep 127.0.0.1 behind a "
+                                      "proxy)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+) -> None:
+    """Start the API for downstream notifiers (FastAPI under uvicorn).
+
+    Serves the runs under <home>/runs and writes feedback and acknowledgements to the outbox
+    database. Bearer tokens come from FOREWARN_API_TOKENS="name:token:read+write,...".
+
+    Example: FOREWARN_API_TOKENS=notifier:$(openssl rand -hex 24):read forewarn serve --port 8000
+    """
+    try:
+        cfg = _setup(config, need_data=False)
+        from configs.settings import api_tokens
+        from serving.api import create_app
+
+        tokens = api_tokens()
+        if not tokens:
+            logging.getLogger("forewarn.api").warning(
+                "FOREWARN_API_TOKENS is empty: every route but /health answers 401")
+        import uvicorn
+
+        api = create_app(cfg, tokens=tokens)
+    except _known_errors() as exc:
+        _fail(exc)
+        return
+    typer.echo(f"Forewarn API on http://{host}:{port} (docs at /docs, runs {cfg.paths.runs_dir})")
+    uvicorn.run(api, host=host, port=port, log_level="info", access_log=True)
+
+
+@app.command("notify-run")
+def notify_run(
+    run: Annotated[Path, typer.Option("--run", help="a finished run directory (with run.json)")],
+    config: ConfigOpt = Path("configs/kentucky.yaml"),
+) -> None:
+    """Send the signed run-published CloudEvent to every subscriber in api.subscribers.
+
+    Example: forewarn notify-run --run .forewarn/runs/20230701T0000Z-20261203T171500Z-a1b2c3
+    """
+    try:
+        cfg = _setup(config, need_data=False)
+        if not (run / "run.json").is_file():
+            raise _Failure(f"{run} is not a finished run directory (no run.json)")
+        from serving.run_events import notify_subscribers
+
+        deliveries = notify_subscribers(run, cfg)
+    except _known_errors() as exc:
+        _fail(exc)
+        return
+    typer.echo(json.dumps([d.__dict__ for d in deliveries], indent=2))
+    if any(d.outcome == "failed" for d in deliveries):
+        raise typer.Exit(code=1)
+
+
+@app.command()
 def ui(
     config: ConfigOpt = Path("configs/kentucky.yaml"),
     port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000,

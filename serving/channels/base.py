@@ -91,14 +91,18 @@ _PHONE = re.compile(r"\+?\d[\d\s().-]{6,}\d")
 _OPENID = re.compile(r"\bo(?=[A-Za-z0-9_-]*[0-9A-Z])[A-Za-z0-9_-]{10,}\b")
 
 
+def mask_contacts(text: str) -> str:
+    """``text`` with anything that looks like an e-mail address, a phone number or a WeChat
+    OpenID replaced by ``<email>``, ``<phone>``, ``<openid>``; line breaks are kept."""
+    text = _EMAIL.sub("<email>", str(text))
+    text = _OPENID.sub("<openid>", text)
+    return _PHONE.sub("<phone>", text)
+
+
 def scrub(text: str) -> str:
     """``text`` on one line, cut to ERROR_MAX_CHARS, with anything that looks like an e-mail
     address, a phone number or a WeChat OpenID masked (provider errors often echo them)."""
-    text = " ".join(str(text).split())
-    text = _EMAIL.sub("<email>", text)
-    text = _OPENID.sub("<openid>", text)
-    text = _PHONE.sub("<phone>", text)
-    return text[:ERROR_MAX_CHARS]
+    return mask_contacts(" ".join(str(text).split()))[:ERROR_MAX_CHARS]
 
 
 def require(value: str | None, what: str, customer_id: str) -> str:
