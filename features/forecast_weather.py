@@ -266,8 +266,9 @@ def forecast_daily(frame: pd.DataFrame, as_of: pd.Timestamp, horizon_h: int,
     days_missing = sorted({d.strftime("%Y-%m-%d") for _, d in daily.index[temps_missing]})
     span_h = (need_until - need_from) / pd.Timedelta(hours=1)
     covered_h = max(0.0, min((covered_until - need_from) / pd.Timedelta(hours=1), span_h))
-    coverage = {
-        "local_days": [d.strftime("%Y-%m-%d") for d in days],
+    local_days = [d.strftime("%Y-%m-%d") for d in days]
+    coverage: dict[str, Any] = {
+        "local_days": local_days,
         "station_timezone": station_tz,
         "needed_from": _iso(need_from),
         "needed_until": _iso(need_until),
@@ -282,8 +283,8 @@ def forecast_daily(frame: pd.DataFrame, as_of: pd.Timestamp, horizon_h: int,
                f"it has no temperature for {', '.join(days_missing)}")
         raise ForecastRefused(
             "incomplete", f"forecast issued {_iso(issue)} is incomplete for the {horizon_h} h "
-            f"horizon from {_iso(as_of)}: the horizon's local days {coverage['local_days'][0]}"
-            f" .. {coverage['local_days'][-1]} ({station_tz}) need steps until "
+            f"horizon from {_iso(as_of)}: the horizon's local days {local_days[0]}"
+            f" .. {local_days[-1]} ({station_tz}) need steps until "
             f"{_iso(need_until)}, but {why} ({coverage['share']:.0%} covered); hint: use a "
             "forecast with longer lead times")
     inverted = daily[C.WX_TMIN] > daily[C.WX_TMAX] + _TMIN_ABOVE_TMAX_TOLERANCE_C
@@ -363,11 +364,11 @@ def scoring_weather(cfg: ForecastSettings, data_dir: Path, areas: pd.DataFrame,
         if missing:
             raise ForecastRefused(exc.kind, f"{exc}; and no observed weather to fall back on "
                                   f"for {', '.join(missing)}") from exc
-        record = {"use": "forecast", "status": "refused", "refused": exc.kind,
-                  "reason": str(exc), "fallback": "replay",
-                  "files": [str(p) for p in files]}
-        return ScoringWeather("replay", None, record, timings, files)
-    record = {
+        refused = {"use": "forecast", "status": "refused", "refused": exc.kind,
+                   "reason": str(exc), "fallback": "replay",
+                   "files": [str(p) for p in files]}
+        return ScoringWeather("replay", None, refused, timings, files)
+    record: dict[str, Any] = {
         "use": "forecast", "status": "used",
         "files": [str(p) for p in chosen.files],
         "issue_ts": _iso(chosen.issue_ts),
