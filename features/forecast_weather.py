@@ -69,11 +69,13 @@ _TMIN_ABOVE_TMAX_TOLERANCE_C = 0.5
 
 class ForecastRefused(ContractError):
     """A forecast that cannot score the horizon; ``kind`` is missing, stale, implausible or
-    incomplete, and the message says why in one line."""
+    incomplete, the message says why in one line, ``files`` names the refused files when
+    known."""
 
-    def __init__(self, kind: RefusalKind, message: str) -> None:
+    def __init__(self, kind: RefusalKind, message: str, files: tuple[Path, ...] = ()) -> None:
         super().__init__(re.sub(r"\s*\n\s*", "; ", message).strip())
         self.kind = kind
+        self.files = files
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,7 @@ def choose_forecast(cfg: ForecastSettings, data_dir: Path, as_of: pd.Timestamp
             f"{_iso(as_of)} was issued {_iso(newest)}, {age_h:g} h before, more than "
             f"forecast.max_age_h {cfg.max_age_h:g} h (files: "
             f"{', '.join(p.name for p in chosen)}); hint: fetch a newer forecast or raise "
-            "max_age_h")
+            "max_age_h", chosen)
     one_issue = np.datetime64(newest.tz_localize(None).to_datetime64(), "ns")
     parts = [grids[p].sel({ISSUE: [one_issue]}) for p in chosen]
     try:
@@ -366,7 +368,7 @@ def scoring_weather(cfg: ForecastSettings, data_dir: Path, areas: pd.DataFrame,
                                   f"for {', '.join(missing)}") from exc
         refused = {"use": "forecast", "status": "refused", "refused": exc.kind,
                    "reason": str(exc), "fallback": "replay",
-                   "files": [str(p) for p in files]}
+                   "files": [str(p) for p in files or exc.files]}
         return ScoringWeather("replay", None, refused, timings, files)
     record: dict[str, Any] = {
         "use": "forecast", "status": "used",

@@ -213,6 +213,7 @@ def test_a_stale_forecast_is_refused_with_the_reason(observed, cfg, areas, tmp_p
                                  cfg.features)
     assert flagged.source == "replay" and flagged.hourly is None
     assert flagged.record["refused"] == "stale" and "48 h before" in flagged.record["reason"]
+    assert flagged.record["files"] == [str(tmp_path / "old.nc")]
     fresh = fw.scoring_weather(section.model_copy(update={"max_age_h": 48}),
                                cfg.paths.data_dir, areas, observed, AS_OF, HORIZON, TZ,
                                cfg.features)
