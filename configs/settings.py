@@ -9,7 +9,7 @@ section. Nothing here runs at import time.
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -242,6 +242,13 @@ class ModelSettings(_Section):
     early_stopping_rounds: int = Field(30, ge=1)
     lgbm_params: dict[str, Any] = Field(default_factory=dict)
     per_area_params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("train_start", "train_end", "test_start", "test_end")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        # YAML gives datetime.timezone.utc, pydantic's own parsing of "...Z" strings gives
+        # TzInfo(0): pandas refuses ranges between the two ("UTC != UTC"); one tzinfo for all
+        return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
 
     @model_validator(mode="after")
     def _ordered(self) -> ModelSettings:

@@ -390,3 +390,57 @@ def test_a_stale_forecast_stops_the_nightly_flow_before_training(prefect_api, cf
         nightly(settings, as_of=AS_OF.isoformat(), out=tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
     assert not (tmp_path / "home" / "mlflow.db").exists()  # nothing was trained
+
+
+@pytest.fixture()
+def cli_process_logging(tmp_path):
+    """The CLI configures process-wide logging (a file handler under its home, a filter on
+    console handlers); undo that after the in-process run."""
+    yield
+    import logging
+
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs", "forewarn.failures"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            for flt in [f for f in handler.filters if type(f).__module__ == "flows.cli"]:
+                handler.removeFilter(flt)
+            if isinstance(handler, logging.FileHandler) and Path(
+                    handler.baseFilename).is_relative_to(tmp_path):
+                logger.removeHandler(handler)
+                handler.close()
+    logging.getLogger("forewarn.failures").propagate = True
+
+
+def test_cli_stops_on_a_stale_forecast_with_one_line_and_exit_2(
+        observed, data_dir, tmp_path, monkeypatch, cli_process_logging):
+    """`forewarn nightly` with a profile pointing at a stale forecast: exit code 2 and the
+    reason on one line of stderr. The flow is replaced by its forecast step (the real
+    choose_forecast on the real profile's settings), so no Prefect server starts."""
+    from typer.testing import CliRunner
+
+    import flows.nightly
+    from flows.cli import app
+
+    issue = AS_OF - pd.Timedelta(hours=30)
+    _, t2m, prcp = observed_hourly(observed, issue, 120)
+    (tmp_path / "fc").mkdir()
+    write_forecast(tmp_path / "fc" / "old.nc", issue, t2m, prcp, lead_h=120)
+    profile = tmp_path / "fc.yaml"
+    profile.write_text(f"forecast:\n  use: forecast\n  directory: {tmp_path / 'fc'}\n"
+                       "  file_glob: '*.nc'\n  max_age_h: 24\n", encoding="utf-8")
+
+    def nightly(cfg, as_of=None, out=None):
+        fw.choose_forecast(cfg.forecast, cfg.paths.data_dir, pd.Timestamp(as_of))
+        raise AssertionError("the stale forecast was accepted")
+
+    monkeypatch.setattr(flows.nightly, "nightly", nightly)
+    result = CliRunner().invoke(
+        app, ["nightly", "--config", str(profile), "--as-of", "2023-03-02T12:00:00Z"],
+        env={"FOREWARN_DATA_DIR": str(data_dir), "FOREWARN_HOME": str(tmp_path / "home")})
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.splitlines()
+    assert line == (
+        "forewarn: error: forecast is stale: the newest forecast issued at or before the as-of "
+        "2023-03-02T12:00:00+00:00 was issued 2023-03-01T06:00:00+00:00, 30 h before, more "
+        "than forecast.max_age_h 24 h (files: old.nc); hint: fetch a newer forecast or raise "
+        "max_age_h")
