@@ -9,7 +9,7 @@ section. Nothing here runs at import time.
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -131,18 +131,29 @@ class ForecastVariableSettings(_Section):
 
 
 class ForecastSettings(_Section):
-    """Numerical weather forecast grids (GRIB/NetCDF) sampled at the areas. Not yet used by
-    the nightly flow."""
+    """Numerical weather forecast grids (GRIB/NetCDF) sampled at the areas, and whether the
+    nightly flow scores the horizon with them (``use: forecast``) or with observed weather
+    replayed (``use: replay``)."""
 
+    use: Literal["replay", "forecast"] = Field(
+        "replay", description="weather of the horizon: the newest forecast issued at or before "
+        "the as-of time, or observed weather replayed")
     directory: str = Field(
         "gridded_weather/pygrib_sampledata",
         description="folder of forecast files, relative to data_dir unless absolute",
     )
     file_glob: str = Field("ds.*.bin", description="which files of the folder to read")
     variables: tuple[str, ...] = Field(
-        ("fc_t2m_c", "fc_tmax_c", "fc_tmin_c", "fc_prcp_mm", "fc_wind_ms", "fc_gust_ms"),
+        ("fc_t2m_c", "fc_tmax_c", "fc_tmin_c", "fc_prcp_mm", "fc_snow_mm", "fc_wind_ms",
+         "fc_gust_ms"),
         description="product columns to read where a file has them",
     )
+    max_age_h: float = Field(
+        24.0, gt=0, description="hours between the forecast's issue time and the as-of time "
+        "above which the forecast is stale")
+    fallback: Literal["stop", "replay"] = Field(
+        "stop", description="when the forecast is stale, incomplete for the horizon or "
+        "implausible: stop the run, or flag it and score with observed weather (replay)")
     overrides: dict[str, ForecastVariableSettings] = Field(default_factory=dict)
     method: Literal["nearest", "bilinear"] = "bilinear"
     points_per_area: int = Field(
@@ -155,6 +166,9 @@ class ForecastSettings(_Section):
         stray = sorted(set(self.overrides) - set(self.variables))
         if stray:
             raise ValueError(f"overrides for columns not in forecast.variables: {stray}")
+        if self.use == "forecast" and not self.directory.strip():
+            raise ValueError("use: forecast needs forecast.directory (a folder of forecast "
+                             "files)")
         return self
 
 
@@ -311,6 +325,13 @@ class ModelSettings(_Section):
     early_stopping_rounds: int = Field(30, ge=1)
     lgbm_params: dict[str, Any] = Field(default_factory=dict)
     per_area_params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("train_start", "train_end", "test_start", "test_end")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        # YAML gives datetime.timezone.utc, pydantic's own parsing of "...Z" strings gives
+        # TzInfo(0): pandas refuses ranges between the two ("UTC != UTC"); one tzinfo for all
+        return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
 
     @model_validator(mode="after")
     def _ordered(self) -> ModelSettings:

@@ -141,6 +141,9 @@ def make_rows(
     """Feature rows for the given (area position, target hour position, lead) triples.
 
     ``areas`` is the area table (features.areas.build_areas) indexed like ``panel.area_ids``.
+    ``weather_hourly`` holds the WEATHER columns either for every hour of the panel (index =
+    ``panel.hours``, the same for all areas: the station) or per (AREA, TS) (a MultiIndex:
+    weather sampled from a forecast at each area; rows it lacks get NaN).
     Returns AREA, TS, ISSUE_TS, LABEL and the columns of :func:`feature_names` (float32).
     """
     issue_idx = target_idx - (lead_h - 1)
@@ -183,7 +186,11 @@ def make_rows(
     else:
         out["hist_open_now"] = np.full(len(area_idx), np.nan)
         out["hist_terr_customers_out"] = np.full(len(area_idx), np.nan)
-    wx = weather_hourly.to_numpy(dtype="float64")[target_idx]
+    if isinstance(weather_hourly.index, pd.MultiIndex):  # per area (forecast weather)
+        key = pd.MultiIndex.from_arrays([panel.area_ids[area_idx], panel.hours[target_idx]])
+        wx = weather_hourly.reindex(key).to_numpy(dtype="float64")
+    else:  # one station for every area
+        wx = weather_hourly.to_numpy(dtype="float64")[target_idx]
     for j, name in enumerate(weather_hourly.columns):
         out[name] = wx[:, j]
     frame = pd.DataFrame({k: np.asarray(v, dtype="float32") for k, v in out.items()})

@@ -56,11 +56,12 @@ FC_T2M = "fc_t2m_c"  # 2 m air temperature, °C
 FC_TMAX = "fc_tmax_c"  # maximum 2 m temperature over the step ending at TS, °C
 FC_TMIN = "fc_tmin_c"  # minimum 2 m temperature over the step ending at TS, °C
 FC_PRCP = "fc_prcp_mm"  # precipitation over the step ending at TS (de-accumulated), mm
+FC_SNOW = "fc_snow_mm"  # snowfall (depth of new snow) over the step ending at TS, mm
 FC_WIND = "fc_wind_ms"  # 10 m wind speed, m/s
 FC_GUST = "fc_gust_ms"  # wind gust, m/s
 FC_MSLP = "fc_mslp_hpa"  # pressure reduced to mean sea level, hPa
 FC_RH = "fc_rh2m_pct"  # 2 m relative humidity, %
-FORECAST_COLUMNS = (FC_T2M, FC_TMAX, FC_TMIN, FC_PRCP, FC_WIND, FC_GUST, FC_MSLP, FC_RH)
+FORECAST_COLUMNS = (FC_T2M, FC_TMAX, FC_TMIN, FC_PRCP, FC_SNOW, FC_WIND, FC_GUST, FC_MSLP, FC_RH)
 
 # Hourly station weather (features/weather_hourly.py): one row per UTC hour TS
 WXH_TEMP = "temp_c"  # air temperature, °C

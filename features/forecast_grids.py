@@ -108,6 +108,10 @@ DEFAULT_VARIABLES: dict[str, GridVariable] = {
         GridVariable(C.FC_TMIN, "degC", ("tmin", "mn2t", "mn2t6", "mn2t3", "tasmin"), -90, 60,
                      kind="min"),
         GridVariable(C.FC_PRCP, "mm", ("tp", "apcp", "APCP_surface"), 0, 500, kind="accum"),
+        # snowfall as depth of new snow (NDFD/HRRR "asnow"), like the station's daily SNOW;
+        # ECMWF "sf" is water equivalent, a different quantity, so it is not looked for
+        GridVariable(C.FC_SNOW, "mm", ("asnow", "snowfall", "ASNOW_surface"), 0, 2000,
+                     kind="accum"),
         GridVariable(C.FC_WIND, "m/s", ("10si", "si10", "wind10", "ws10"), 0, 120,
                      components=(("10u", "10v"), ("u10", "v10"))),
         GridVariable(C.FC_GUST, "m/s", ("gust", "i10fg", "10fg", "fg10", "10fg6", "10fg3"),

@@ -174,6 +174,13 @@ def _report(m: dict[str, Any]) -> None:
         f"  quarantined rows {m['quarantined_rows']}",
         f"outputs: {m['run_dir']}",
     ]
+    fc = m.get("forecast", {})
+    if fc.get("status") == "used":
+        lines.insert(1, f"  forecast issued {fc['issue_ts']} ({fc['age_h']:g} h before the "
+                        f"as-of), {', '.join(Path(f).name for f in fc['files'])}")
+    elif fc.get("status") == "refused":
+        lines.insert(1, f"  forecast refused ({fc['refused']}), scored with replayed weather: "
+                        f"{fc['reason']}")
     typer.echo("\n".join(lines))
 
 

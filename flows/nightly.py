@@ -24,6 +24,7 @@ from configs.settings import Settings
 from features.areas import read_counties
 from features.customers import generate_registry, read_customer_counts_checked
 from features.dataset import Dataset, build_dataset, weather_span
+from features.forecast_weather import ScoringWeather, scoring_weather
 from features.outages import OutageHistory, load_outage_history
 from features.restoration import GridState, UtilityUpdates, read_lgeku_changelog
 from features.telemetry import run_telemetry
@@ -53,6 +54,14 @@ from serving.publish import (
 )
 
 log = logging.getLogger(__name__)
+
+WEATHER_NOTES = {
+    "replay": "no forecast used: observed daily weather of the target days stands in for the "
+              "forecast (replay); skill with real forecasts will be lower",
+    "forecast": "the horizon's days come from the forecast named under 'forecast' (daily "
+                "aggregates in the station's local days); the 3 days before the as-of day "
+                "are observed at the station",
+}
 
 
 # ------------------------------------------------------------------ tasks (one function each)
@@ -211,7 +220,15 @@ def open_outages(model: DurationModel, data: Dataset, state: GridState, weather:
 def issue_time(as_of: str | None, data: Dataset, weather: pd.DataFrame, cfg: Settings
                ) -> pd.Timestamp:
     return resolve_issue_time(as_of, data.panel, weather, cfg.model.horizon_h,
-                              cfg.weather.station.timezone)
+                              cfg.weather.station.timezone,
+                              replay=cfg.forecast.use == "replay")
+
+
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
+def horizon_weather(data: Dataset, weather: pd.DataFrame, as_of: pd.Timestamp, cfg: Settings
+                    ) -> ScoringWeather:
+    return scoring_weather(cfg.forecast, cfg.paths.data_dir, data.areas, weather, as_of,
+                           cfg.model.horizon_h, cfg.weather.station.timezone, cfg.features)
 
 
 @task(retries=1, retry_delay_seconds=5, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
@@ -220,8 +237,10 @@ def champion(cfg: Settings) -> tuple[RiskModel, str]:
 
 
 @task(cache_policy=NO_CACHE)
-def score(model: RiskModel, data: Dataset, as_of: pd.Timestamp, cfg: Settings) -> tuple:
-    return score_horizon(model, data.panel, data.areas, data.weather_hourly, as_of, cfg.features)
+def score(model: RiskModel, data: Dataset, wx: ScoringWeather, as_of: pd.Timestamp,
+          cfg: Settings) -> tuple:
+    weather = data.weather_hourly if wx.hourly is None else wx.hourly
+    return score_horizon(model, data.panel, data.areas, weather, as_of, cfg.features)
 
 
 @task(cache_policy=NO_CACHE)
@@ -326,6 +345,9 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
     with _stage(timings, "build_dataset"):
         data = assemble(history, counties, counts, weather, cfg)
     issue = cast(pd.Timestamp, issue_time(as_of, data, weather, cfg))
+    with _stage(timings, "forecast"):  # before training: a refused forecast stops the run early
+        wx = cast(ScoringWeather, horizon_weather(data, weather, issue, cfg))
+    timings |= wx.timings_s
     with _stage(timings, "train_and_evaluate"):
         model, metrics = train(data, cfg)
     with _stage(timings, "register"):
@@ -348,9 +370,12 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
                         "first_report": restoration_report["headline_first_report"],
                         "outages": restoration_report["outages"]}
     run_id = RunId.new(issue).value
-    meta = {"model_version": version, "run_id": run_id, "weather_source": "replay"}
+    meta = {"model_version": version, "run_id": run_id, "weather_source": wx.source,
+            "forecast_issue_ts": str(wx.record.get("issue_ts", "")),
+            "forecast_files": ";".join(p.name for p in wx.files) if wx.source == "forecast"
+            else ""}
     with _stage(timings, "score"):
-        hourly, drivers = score(scorer, data, issue, cfg)
+        hourly, drivers = score(scorer, data, wx, issue, cfg)
         windows = windows_from(hourly, drivers, data, cfg, meta)
         outages = None
         if durations is not None and state is not None:
@@ -381,9 +406,10 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
         "created_utc": pd.Timestamp.now(tz="UTC").isoformat(),
         "profile": cfg.profile,
         "horizon_h": cfg.model.horizon_h,
-        "weather_source": "replay",
-        "weather_note": "no forecast feed: observed daily weather of the target days stands in "
-                        "for the forecast (replay); skill with real forecasts will be lower",
+        "weather_source": wx.source,
+        "weather_note": WEATHER_NOTES[wx.source] + (
+            f" (forecast refused: {wx.record['reason']})" if "reason" in wx.record else ""),
+        "forecast": wx.record,
         "model": {"name": cfg.mlflow.model_name, "version": version, "alias": "champion",
                   "mlflow_run_id": registered["run_id"], "tracking_uri": cfg.tracking_uri,
                   "trained_through": str(cfg.model.train_end),
@@ -391,7 +417,8 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
         "inputs": [input_record(p) for p in history.source_files]
         + [input_record(cfg.data_path(cfg.weather.noaa_daily_file)),
            input_record(cfg.data_path(cfg.customers.counts_file)),
-           input_record(cfg.data_path(cfg.areas.counties_file))] + extra_inputs,
+           input_record(cfg.data_path(cfg.areas.counties_file))] + extra_inputs
+        + [input_record(p) for p in wx.files],
         "contracts": [r.to_dict() for r in history.contracts]
         + [c for c in (weather_contract, counts_contract, *extra_contracts) if c],
         "quarantined_rows": sum(r.rows_quarantined for r in history.contracts)

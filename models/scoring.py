@@ -24,6 +24,9 @@ def score_horizon(
 ) -> tuple[pd.DataFrame, Explanations]:
     """Hourly risk for every area over [as_of, as_of + H) and what drove each hour.
 
+    ``weather_hourly`` is the station's weather for every hour of the panel (replay), or
+    per (AREA, TS) for the horizon (from a forecast, ``features.forecast_weather``).
+
     Columns: AREA, TS, ISSUE_TS, LEAD_H, PROB, CLIMATOLOGY, ``lift``, EXPECTED_CUSTOMERS
     (customers expected to lose power in the hour, capped by customers served), MODEL_KIND.
     """
@@ -81,9 +84,10 @@ def default_issue_time(history_end: pd.Timestamp, weather: pd.DataFrame, tz: str
 
 
 def resolve_issue_time(as_of: str | None, panel: HourlyPanel, weather: pd.DataFrame,
-                       horizon_h: int, tz: str) -> pd.Timestamp:
+                       horizon_h: int, tz: str, *, replay: bool = True) -> pd.Timestamp:
     """The issue time of a run (UTC, on the hour): ``as_of`` if given and inside the history
-    (with at least 7 days of history before it), else :func:`default_issue_time`."""
+    (with at least 7 days of history before it), else :func:`default_issue_time`. With
+    ``replay`` the whole horizon must have observed weather; a forecast does not need it."""
     if as_of is None:
         return default_issue_time(panel.history_end, weather, tz, horizon_h)
     ts = pd.Timestamp(as_of)
@@ -97,7 +101,7 @@ def resolve_issue_time(as_of: str | None, panel: HourlyPanel, weather: pd.DataFr
             "(at least 7 days of history are needed before it)"
         )
     latest = default_issue_time(panel.history_end, weather, tz, horizon_h)
-    if ts > latest:
+    if replay and ts > latest:
         raise ValueError(
             f"--as-of {ts.isoformat()} leaves no observed weather to replay for the whole "
             f"{horizon_h} h horizon; the latest possible is {latest.isoformat()}"

@@ -14,7 +14,8 @@ from models.explain import Explanations
 WINDOW_COLUMNS = [
     "window_id", C.AREA, C.AREA_NAME, "start", "end", "hours", "peak_prob", "mean_prob",
     "peak_ts", "peak_lift", C.EXPECTED_CUSTOMERS, C.CUSTOMERS_SERVED, "drivers", "rank",
-    "model_version", "run_id", "weather_source", C.ISSUE_TS,
+    "model_version", "run_id", "weather_source", "forecast_issue_ts", "forecast_files",
+    C.ISSUE_TS,
 ]
 
 
@@ -26,7 +27,7 @@ def empty_windows() -> pd.DataFrame:
               "peak_ts": utc, "peak_lift": "float64", C.EXPECTED_CUSTOMERS: "float64",
               C.CUSTOMERS_SERVED: "int64", "drivers": "object", "rank": "int64",
               "model_version": "object", "run_id": "object", "weather_source": "object",
-              C.ISSUE_TS: utc}
+              "forecast_issue_ts": "object", "forecast_files": "object", C.ISSUE_TS: utc}
     return pd.DataFrame({c: pd.Series(dtype=dtypes[c]) for c in WINDOW_COLUMNS})
 
 
@@ -56,7 +57,8 @@ def build_windows(
 
     ``hourly`` holds AREA, TS, ISSUE_TS, PROB, CLIMATOLOGY, EXPECTED_CUSTOMERS (per hour);
     ``explanations`` gives the drivers of each hourly row (the peak hour's are shown);
-    ``meta`` carries model_version, run_id and weather_source. The window's expected
+    ``meta`` carries model_version, run_id, weather_source and, when a forecast scored the
+    horizon, forecast_issue_ts (UTC, ISO) and forecast_files (names joined by ";"). The window's expected
     customers are the sum over its hours, never more than the area's customers served.
     """
     hot = hourly[hot_hours(hourly, cfg)].sort_values([C.AREA, C.TS])
@@ -96,6 +98,8 @@ def build_windows(
                 "model_version": meta["model_version"],
                 "run_id": meta["run_id"],
                 "weather_source": meta["weather_source"],
+                "forecast_issue_ts": meta.get("forecast_issue_ts", ""),
+                "forecast_files": meta.get("forecast_files", ""),
                 C.ISSUE_TS: issue,
             }
         )

@@ -4,7 +4,8 @@ A run directory holds ``risk_windows.parquet`` and ``risk_windows.json`` (same r
 ``risk_hourly.parquet``, ``advisories.jsonl``, ``metrics.json``, ``outage_estimates.parquet``
 (outages on the map at the as-of time with their estimated restoration) and the ``run.json``
 manifest. A change to a column is a new ``SCHEMA_VERSION`` (1.1: windows carry
-duration_p10_h / duration_p50_h / duration_p90_h, and outage_estimates.parquet).
+duration_p10_h / duration_p50_h / duration_p90_h, and outage_estimates.parquet; 1.2: windows
+and hourly rows carry forecast_issue_ts and forecast_files, empty under replay).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 WINDOWS_PARQUET = "risk_windows.parquet"
 WINDOWS_JSON = "risk_windows.json"
 HOURLY_PARQUET = "risk_hourly.parquet"
@@ -97,7 +98,8 @@ def write_outputs(
     open_outages: pd.DataFrame | None = None,
 ) -> dict[str, str]:
     """Write the contract files into ``run_dir``; returns file name -> sha256. ``meta``
-    (model_version, run_id, weather_source) is stamped on every hourly row."""
+    (model_version, run_id, weather_source, forecast_issue_ts, forecast_files) is stamped on
+    every hourly row."""
     run_dir.mkdir(parents=True, exist_ok=True)
     version = {"schema_version": SCHEMA_VERSION}
     flat = windows.assign(drivers=windows["drivers"].map(

@@ -43,6 +43,18 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def prefect_api():
+    """One real (ephemeral) Prefect API for the whole session, shared by every integration
+    test module; heartbeats off (each would cost ~1 s per flow run)."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            yield
+
+
+@pytest.fixture(scope="session")
 def session_tmp() -> Path:
     return _TMP
 

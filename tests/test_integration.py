@@ -19,16 +19,6 @@ AS_OF = "2023-03-02T12:00:00Z"  # a day and a half before the 3 March 2023 wind 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="session")
-def prefect_api():
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-            yield
-
-
 @pytest.fixture(scope="module")
 def slice_settings(tmp_path_factory, data_dir):
     home = tmp_path_factory.mktemp("home")
@@ -65,7 +55,7 @@ def test_run_directory_holds_the_output_contract(two_runs, slice_settings):
              "advisories.jsonl", "metrics.json", "run.json", "outage_estimates.parquet"}
     assert names <= {p.name for p in run_dir.iterdir()}
     manifest = json.loads((run_dir / "run.json").read_text())
-    assert manifest["schema_version"] == "1.1"
+    assert manifest["schema_version"] == "1.2"
     assert manifest["as_of"] == "2023-03-02T12:00:00+00:00"
     assert manifest["dataset"]["areas"] == len(AREAS)
     assert all(re.fullmatch(r"[0-9a-f]{64}", i["sha256"]) for i in manifest["inputs"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,16 @@ def test_bad_policy_values_are_named(tmp_path):
         load_settings(profile, environ={})
     assert "steps_h must be distinct" in str(err.value)
     assert "unknown channels ['pigeon']" in str(err.value)
+
+
+def test_model_times_share_one_utc_tzinfo():
+    """YAML times (datetime.timezone.utc) and overridden strings ("...Z", parsed by pydantic)
+    end up with the same tzinfo, so pandas can build ranges between them."""
+    import pandas as pd
+
+    s = load_settings(environ={}, overrides={"model": {"test_end": "2023-04-01T00:00:00Z",
+                                                       "train_start": "2022-03-01T00:00:00"}})
+    assert {s.model.train_start.tzinfo, s.model.test_start.tzinfo, s.model.test_end.tzinfo} \
+        == {UTC}
+    days = pd.date_range(pd.Timestamp(s.model.test_start), pd.Timestamp(s.model.test_end))
+    assert len(days) == 91
