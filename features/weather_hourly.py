@@ -286,8 +286,9 @@ def driver_features(
             pd.date_range(hours.min() - pd.Timedelta(hours=72), hours.max(), freq="h"))
         wx = wx.reindex(columns=list(C.HOURLY_WEATHER_COLUMNS))
         for name, values in _from_hourly(wx, cfg).items():
-            found[name] = values.reindex(hours)
-            source[name] = HOURLY
+            if values.reindex(hours).notna().any():  # an empty mirror leaves daily to fill in
+                found[name] = values.reindex(hours)
+                source[name] = HOURLY
     if daily is not None and len(daily):
         for name, values in _from_daily(daily, hours, station_tz, cfg).items():
             if name not in found and values.notna().any():

@@ -29,6 +29,7 @@ from features.outages import OutageHistory, load_outage_history
 from features.restoration import GridState, UtilityUpdates, read_lgeku_changelog
 from features.telemetry import run_telemetry
 from features.weather import convert_noaa_daily, load_daily_weather
+from features.weather_hourly import driver_features, load_hourly_weather
 from models.experiment import fit_and_evaluate
 from models.explain import Explanations
 from models.registry import load_champion, log_and_register
@@ -118,6 +119,28 @@ def telemetry_summary(cfg: Settings) -> dict[str, Any]:
         return {"enabled": False}
     return run_telemetry(cfg.telemetry, cfg.paths.data_dir, cfg.paths.quarantine_dir,
                          cfg.paths.home / "telemetry" / "oil_model.pkl").summary
+
+
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
+def weather_drivers(cfg: Settings, weather: pd.DataFrame, issue: pd.Timestamp) -> dict[str, Any]:
+    """Which outage-driver features the weather at hand supports over the horizon (hourly
+    meteostat, daily only, or none) and their highest values: the run's model card. The risk
+    model does not use them yet; the record says what a model could use here."""
+    hours = pd.date_range(issue + pd.Timedelta(hours=1), periods=cfg.model.horizon_h, freq="h",
+                          name="ts")
+    try:
+        hourly = load_hourly_weather(cfg.weather, cfg.mirror_dir,
+                                     hours[0] - pd.Timedelta(hours=72), hours[-1])
+    except OSError as exc:  # an unreachable endpoint degrades to daily, as a mirror gap does
+        log.warning("hourly weather unavailable (%s); drivers from daily weather only", exc)
+        hourly = None
+    frame, sources = driver_features(hours, cfg.drivers, cfg.weather.station.timezone,
+                                     hourly=hourly, daily=weather)
+    peaks = {name: (None if frame[name].isna().all() else round(float(frame[name].max()), 2))
+             for name in sources}
+    return {"sources": sources, "horizon_max": peaks, "in_model": False,
+            "available": sorted(n for n, s in sources.items() if s != "unavailable"),
+            "unavailable": sorted(n for n, s in sources.items() if s == "unavailable")}
 
 
 @task(cache_policy=NO_CACHE)
@@ -348,6 +371,8 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
     with _stage(timings, "forecast"):  # before training: a refused forecast stops the run early
         wx = cast(ScoringWeather, horizon_weather(data, weather, issue, cfg))
     timings |= wx.timings_s
+    with _stage(timings, "weather_drivers"):
+        drivers_card = weather_drivers(cfg, weather, issue)
     with _stage(timings, "train_and_evaluate"):
         model, metrics = train(data, cfg)
     with _stage(timings, "register"):
@@ -426,6 +451,7 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
               for c in (weather_contract, counts_contract, *extra_contracts) if c),
         "restoration": restoration,
         "telemetry": telemetry,
+        "weather_drivers": drivers_card,
         "dataset": data.summary,
         "metrics_overall": metrics["overall"],
         "training": metrics["training"],

@@ -64,6 +64,12 @@ def test_run_directory_holds_the_output_contract(two_runs, slice_settings):
     assert manifest["quarantined_rows"] == 0
     assert set(manifest["timings_s"]) >= {"load_outages", "train_and_evaluate", "score"}
     assert manifest["model"]["as_of_inside_training"] is False
+    card = manifest["weather_drivers"]  # Kentucky has daily weather only: what it supports
+    assert card["sources"]["drv_rain_24h_mm"] == "daily"
+    assert card["sources"]["drv_freezing_rain_24h"] == "daily (approximate)"
+    assert card["sources"]["drv_gust_max_24h_ms"] == "unavailable"
+    assert card["sources"]["drv_leaf_on"] == "calendar" and card["in_model"] is False
+    assert card["horizon_max"]["drv_gust_max_24h_ms"] is None
     telemetry = manifest["telemetry"]  # the ETT stand-in: summarised, not a model input
     assert telemetry["stand_in"] is True and telemetry["model_input"] is False
     assert telemetry["assets"][0]["hours"] == 17420 and "telemetry" in manifest["timings_s"]
