@@ -325,6 +325,15 @@ class ModelSettings(_Section):
     early_stopping_rounds: int = Field(30, ge=1)
     lgbm_params: dict[str, Any] = Field(default_factory=dict)
     per_area_params: dict[str, Any] = Field(default_factory=dict)
+    area_mode: Literal["hybrid", "pooled", "per_area"] = Field(
+        "hybrid", description="hybrid: an area's own model where it beats the pooled one on the "
+        "validation slice; pooled: one model for all; per_area: every eligible area its own")
+    calibration: Literal["auto", "none", "platt", "isotonic"] = Field(
+        "auto", description="probability calibration on the validation slice; auto chooses "
+        "on its later half")
+    monotone: dict[str, Literal[-1, 0, 1]] = Field(
+        default_factory=dict, description="feature -> 1 (risk never falls as it grows), -1, 0")
+    monotone_method: Literal["basic", "intermediate", "advanced"] = "intermediate"
 
     @field_validator("train_start", "train_end", "test_start", "test_end")
     @classmethod

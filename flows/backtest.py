@@ -16,6 +16,7 @@ from features.dataset import Dataset, weather_span
 from flows.nightly import assemble, io_failure, load_outages, load_reference, load_weather
 from models.backtest import (
     FoldResult,
+    per_area_plot,
     reliability_plot,
     run_fold,
     skill_by_fold_plot,
@@ -48,8 +49,12 @@ def summary_task(results: list[FoldResult], data: Dataset, first: Fold, cfg: Set
 def write_task(out: Path, metrics: dict[str, Any]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)
+    table = pd.DataFrame.from_dict(metrics["per_area"], orient="index").rename_axis("area_id")
+    table.sort_values("brier_skill", ascending=False).to_csv(out / "per_area_skill.csv")
     return [Path(reliability_plot(metrics, str(out / "reliability.png"))),
-            Path(skill_by_fold_plot(metrics, str(out / "skill_by_fold.png")))]
+            Path(skill_by_fold_plot(metrics, str(out / "skill_by_fold.png"))),
+            Path(per_area_plot(metrics, str(out / "per_area_skill.png"))),
+            out / "per_area_skill.csv"]
 
 
 @task(retries=1, retry_delay_seconds=5, retry_condition_fn=io_failure, cache_policy=NO_CACHE)

@@ -221,6 +221,15 @@ def backtest(
         m = overall[name]
         typer.echo(f"  {name:12} {m['roc_auc']:8.3f} {m['pr_auc']:8.3f} {m['brier']:8.4f} "
                    f"{m['brier_skill_vs_climatology']:+7.3f} {m['ece']:7.4f}")
+    for name in ("raw_pooled", "raw_per_area", "raw_hybrid"):
+        m = overall[name]
+        typer.echo(f"  {name:12} {m['roc_auc']:8.3f} {m['pr_auc']:8.3f} {m['brier']:8.4f} "
+                   f"{m['brier_skill_vs_climatology']:+7.3f} {m['ece']:7.4f}")
+    per_area = result["metrics"]["per_area"]
+    typer.echo(f"  area rule with the lowest Brier (before calibration): "
+               f"{overall['area_mode_winner']}; model beats climatology in "
+               f"{sum(a['beats_climatology'] for a in per_area.values()):.0f} of "
+               f"{len(per_area)} areas")
     ranking = result["metrics"]["ranking"]["model"]
     typer.echo(f"  daily ranking: {ranking['top25_share']:.1%} of areas with an outage in the "
                f"top 25 %; MLflow run {result['mlflow_run_id']}")

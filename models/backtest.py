@@ -30,6 +30,7 @@ from models.metrics import (
     scores,
 )
 from models.split import Fold
+from models.train import AREA_MODES
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ CLIMATOLOGY = "clim_rate"
 RECENT = "recent_rate"
 METHODS = (C.PROB, CLIMATOLOGY, RECENT)
 NAMES = {C.PROB: "model", CLIMATOLOGY: "climatology", RECENT: "recent_rate"}
+# the same fitted boosters before calibration, by the rule that picks an area's model
+VARIANTS = {f"raw_{mode}": mode for mode in AREA_MODES}
 
 
 @dataclass(frozen=True)
@@ -58,20 +61,22 @@ def run_fold(data: Dataset, feat_cfg: FeatureSettings, cfg: ModelSettings,
     window = max(feat_cfg.history_windows_h)
     recent = 1.0 - np.exp(-rows[f"hist_n_{window}h"].to_numpy("float64") / window)
     out = rows[[C.AREA, C.TS, C.LEAD_H, C.LABEL, C.PROB, CLIMATOLOGY, C.MODEL_KIND]].assign(
-        **{RECENT: recent})
+        **{RECENT: recent}, **{col: model.predict_raw(rows, mode)
+                               for col, mode in VARIANTS.items()})
     info = {k: v for k, v in model.info.items() if k != "per_area_decisions"}
     return FoldResult(fold, out.reset_index(drop=True), seconds, info)
 
 
-def skill(rows: pd.DataFrame) -> dict[str, Any]:
+def skill(rows: pd.DataFrame, variants: bool = False) -> dict[str, Any]:
     """Every method's scores on the rows, with Brier skill against climatology, PR-AUC over
-    prevalence and expected calibration error."""
+    prevalence and expected calibration error; with ``variants`` also the uncalibrated
+    pooled, per-area and hybrid models."""
     y = rows[C.LABEL].to_numpy("float64")
     clim = scores(y, rows[CLIMATOLOGY].to_numpy())
     out: dict[str, Any] = {"n": float(len(rows)), "prevalence": clim["prevalence"]}
-    for col in METHODS:
+    cols = {**NAMES, **({v: v for v in VARIANTS} if variants else {})}
+    for col, name in cols.items():
         s = scores(y, rows[col].to_numpy())
-        name = NAMES[col]
         out[name] = {
             "roc_auc": s["roc_auc"], "pr_auc": s["pr_auc"], "brier": s["brier"],
             "pr_auc_over_prevalence": s["pr_auc"] / s["prevalence"] if s["prevalence"] else
@@ -116,11 +121,14 @@ def summarise(results: list[FoldResult], territory_out: pd.Series, train_daily: 
         return {NAMES[c]: daily_ranking(frame, c, C.LABEL, "_day", C.AREA, top_k)
                 for c in METHODS}
 
-    overall = skill(allrows)
+    overall = skill(allrows, variants=True)
+    overall["area_mode_winner"] = min(
+        VARIANTS, key=lambda v: overall[v]["brier"]).removeprefix("raw_")
     out: dict[str, Any] = {
         "folds": [{"fold": r.fold.name, "train_start": str(r.fold.train_start),
                    "start": str(r.fold.start), "end": str(r.fold.end),
-                   "seconds": r.seconds, "training": r.model_info, **skill(r.rows),
+                   "seconds": r.seconds, "training": r.model_info,
+                   **skill(r.rows, variants=True),
                    "ranking": ranking(r.rows, r.rows[C.TS].dt.tz_convert(tz).dt.date)}
                   for r in results],
         "overall": overall,
@@ -129,11 +137,29 @@ def summarise(results: list[FoldResult], territory_out: pd.Series, train_daily: 
         "by_season": {season: skill(part) for season, part in allrows.groupby(
             allrows[C.TS].dt.month.map(SEASONS))},
         "ranking": ranking(allrows, day),
+        "per_area": per_area_skill(allrows),
         "big_days": big_days(allrows, territory_out, train_daily, min_customers_out, tz),
         "reliability": {NAMES[c]: reliability(allrows[C.LABEL].to_numpy(),
                                               allrows[c].to_numpy()).to_dict(orient="list")
                         for c in METHODS},
     }
+    return out
+
+
+def per_area_skill(rows: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per area: rows, outage hours, the model's and climatology's Brier score, Brier skill
+    and ROC-AUC, and whether the model beats climatology there (Brier skill > 0)."""
+    out: dict[str, dict[str, Any]] = {}
+    for area, part in rows.groupby(C.AREA):
+        y = part[C.LABEL].to_numpy("float64")
+        m, c = scores(y, part[C.PROB].to_numpy()), scores(y, part[CLIMATOLOGY].to_numpy())
+        bss = 1 - m["brier"] / c["brier"] if c["brier"] else float("nan")
+        out[str(area)] = {"n": float(len(part)), "positives": float(y.sum()),
+                          "model_brier": m["brier"], "climatology_brier": c["brier"],
+                          "brier_skill": bss, "model_roc_auc": m["roc_auc"],
+                          "climatology_roc_auc": c["roc_auc"],
+                          "model_kind": str(part[C.MODEL_KIND].iloc[0]),
+                          "beats_climatology": float(bss > 0)}
     return out
 
 
@@ -200,6 +226,30 @@ def skill_by_fold_plot(metrics: dict[str, Any], path: str) -> str:
     for ax in (a1, a2):
         ax.tick_params(axis="x", rotation=45)
         ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def per_area_plot(metrics: dict[str, Any], path: str) -> str:
+    """Brier skill against climatology per area, sorted (PNG): where the model beats the
+    baseline (above zero) and where it does not."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = pd.DataFrame.from_dict(metrics["per_area"], orient="index")
+    table = table.sort_values("brier_skill")
+    fig, ax = plt.subplots(figsize=(10, 4))
+    colours = ["tab:green" if v > 0 else "tab:red" for v in table["brier_skill"]]
+    ax.bar(range(len(table)), table["brier_skill"].clip(lower=-0.5), color=colours)
+    ax.axhline(0, color="grey", linestyle="--")
+    ax.set_xlabel(f"areas, sorted ({int(table['beats_climatology'].sum())} of {len(table)} "
+                  "beat climatology)")
+    ax.set_ylabel("Brier skill vs climatology (clipped at -0.5)")
+    ax.set_title("Per-area skill, all folds")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -1,10 +1,13 @@
 """LightGBM risk models: one pooled model for every area, and per-area models where an area
-has enough positive hours and its own model beats the pooled one on the validation slice."""
+has enough positive hours and its own model beats the pooled one on the validation slice (the
+hybrid rule). Probabilities are calibrated on the validation slice, later than the rows the
+trees learned on, and features where more of the weather can only mean more risk (rain,
+snow, freezing precipitation) carry LightGBM monotone constraints."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,11 +18,14 @@ import pandas as pd
 from configs.settings import ModelSettings
 from features import columns as C
 from features.build import Climatology
+from models.calibration import Calibrator, choose_calibrator
 
 log = logging.getLogger(__name__)
 
 POOLED = "pooled"
 PER_AREA = "per_area"
+HYBRID = "hybrid"
+AREA_MODES = (POOLED, PER_AREA, HYBRID)
 
 
 @dataclass
@@ -34,35 +40,54 @@ class RiskModel:
     customers_per_outage_hour: pd.Series  # AREA -> mean customers affected in an outage hour
     horizon_h: int
     info: dict = field(default_factory=dict)
+    # per-area models fitted but not chosen by the hybrid rule (kept for the comparison)
+    rejected: dict[str, lgb.Booster] = field(default_factory=dict)
+    calibrator: Calibrator = field(default_factory=Calibrator)
 
-    def kinds(self, area_ids: np.ndarray) -> np.ndarray:
+    def _boosters(self, mode: str) -> dict[str, lgb.Booster]:
+        if mode == HYBRID:
+            return self.per_area
+        if mode == PER_AREA:
+            return {**self.rejected, **self.per_area}
+        if mode == POOLED:
+            return {}
+        raise ValueError(f"unknown area mode {mode!r}; use one of {AREA_MODES}")
+
+    def kinds(self, area_ids: np.ndarray, mode: str = HYBRID) -> np.ndarray:
         """Which model scores each row's area: PER_AREA or POOLED."""
-        return np.where(pd.Index(self.per_area).get_indexer(area_ids) >= 0, PER_AREA, POOLED)
+        own = pd.Index(list(self._boosters(mode)))
+        return np.where(own.get_indexer(area_ids) >= 0, PER_AREA, POOLED)
 
-    def predict(self, rows: pd.DataFrame) -> np.ndarray:
-        """Probability (0-1) that at least one unplanned outage starts in the row's area and
-        hour."""
-        return self._apply(rows, contrib=False)[:, 0]
+    def predict(self, rows: pd.DataFrame, mode: str = HYBRID) -> np.ndarray:
+        """Calibrated probability (0-1) that at least one unplanned outage starts in the row's
+        area and hour. ``mode`` picks the models: the hybrid rule (what scoring uses), the
+        pooled model only, or every fitted per-area model (comparison in backtests)."""
+        return self.calibrator(self.predict_raw(rows, mode))
+
+    def predict_raw(self, rows: pd.DataFrame, mode: str = HYBRID) -> np.ndarray:
+        """The boosters' probability before calibration."""
+        return self._apply(rows, contrib=False, mode=mode)[:, 0]
 
     def contributions(self, rows: pd.DataFrame) -> pd.DataFrame:
-        """LightGBM's own per-feature contributions (log-odds) of each row's prediction."""
-        raw = self._apply(rows, contrib=True)
+        """LightGBM's own per-feature contributions (log-odds, before calibration) of each
+        row's prediction."""
+        raw = self._apply(rows, contrib=True, mode=HYBRID)
         return pd.DataFrame(raw[:, :-1], columns=self.feature_names, index=rows.index)
 
-    def _apply(self, rows: pd.DataFrame, contrib: bool) -> np.ndarray:
+    def _apply(self, rows: pd.DataFrame, contrib: bool, mode: str) -> np.ndarray:
         x = rows[self.feature_names].to_numpy(dtype="float32")
         width = len(self.feature_names) + 1 if contrib else 1
         out = np.zeros((len(rows), width))
         areas = rows[C.AREA].to_numpy()
-        kinds = self.kinds(areas)
-        pooled = kinds == POOLED
+        boosters = self._boosters(mode)
+        pooled = self.kinds(areas, mode) == POOLED
         if pooled.any():
             out[pooled] = np.asarray(
                 self.pooled.predict(x[pooled], pred_contrib=contrib)).reshape(-1, width)
         for area in np.unique(areas[~pooled]):
             sel = areas == area
             out[sel] = np.asarray(
-                self.per_area[area].predict(x[sel], pred_contrib=contrib)).reshape(-1, width)
+                boosters[area].predict(x[sel], pred_contrib=contrib)).reshape(-1, width)
         return out
 
 
@@ -103,9 +128,14 @@ def train_risk_model(
     x = rows[feature_names]
     y = rows[C.LABEL].to_numpy(dtype="float64")
     params = {"seed": cfg.seed, "deterministic": True, **cfg.lgbm_params}
+    monotone = monotone_constraints(feature_names, cfg.monotone)
+    if any(monotone):
+        params |= {"monotone_constraints": monotone,
+                   "monotone_constraints_method": cfg.monotone_method}
     pooled = _fit(params, x[~is_valid], y[~is_valid], x[is_valid], y[is_valid], cfg)
     log.info("pooled model: %d trees on %d rows", pooled.num_trees(), int((~is_valid).sum()))
     per_area: dict[str, lgb.Booster] = {}
+    rejected: dict[str, lgb.Booster] = {}
     decisions: dict[str, str] = {}
     area_params = {**params, **cfg.per_area_params}
     areas = rows[C.AREA].to_numpy()
@@ -124,7 +154,18 @@ def train_risk_model(
             per_area[area] = own
             decisions[area] = f"per-area: valid log-loss {own_loss:.4f} < pooled {pooled_loss:.4f}"
         else:
+            rejected[area] = own
             decisions[area] = f"pooled: valid log-loss {pooled_loss:.4f} <= per-area {own_loss:.4f}"
+    if cfg.area_mode != HYBRID:  # the profile fixed the rule (a backtest found it better)
+        everyone = {**rejected, **per_area}
+        per_area, rejected = ({}, everyone) if cfg.area_mode == POOLED else (everyone, {})
+    model = RiskModel(feature_names, pooled, per_area, climatology, customers_per_outage_hour,
+                      cfg.horizon_h, {}, rejected)
+    if is_valid.any():
+        valid_rows = rows.loc[is_valid]
+        model.calibrator = choose_calibrator(model.predict_raw(valid_rows), y[is_valid],
+                                             valid_rows[C.TS].to_numpy(), cfg.calibration)
+    log.info("calibration: %s", model.calibrator.info.get("method", "none"))
     info = {
         "rows_train": int((~is_valid).sum()),
         "rows_valid": int(is_valid.sum()),
@@ -133,12 +174,21 @@ def train_risk_model(
         "per_area_models": len(per_area),
         "per_area_candidates": len(decisions),
         "per_area_decisions": decisions,
+        "area_mode": cfg.area_mode,
+        "calibration": model.calibrator.info,
+        "monotone_features": [f for f, m in zip(feature_names, monotone, strict=True) if m],
         "train_start": str(cfg.train_start),
         "train_end": str(cfg.train_end),
         "valid_start": str(valid_start),
     }
-    return RiskModel(feature_names, pooled, per_area, climatology, customers_per_outage_hour,
-                     cfg.horizon_h, info)
+    model.info = info
+    return model
+
+
+def monotone_constraints(feature_names: list[str], wanted: Mapping[str, int]) -> list[int]:
+    """LightGBM's ``monotone_constraints``, one entry per feature (1 non-decreasing, -1
+    non-increasing, 0 free), from the profile's ``model.monotone`` map."""
+    return [int(wanted.get(name, 0)) for name in feature_names]
 
 
 def customers_per_outage_hour(
