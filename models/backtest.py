@@ -19,6 +19,7 @@ import pandas as pd
 from configs.settings import FeatureSettings, ModelSettings
 from features import columns as C
 from features.dataset import Dataset
+from models.calibration import METHODS as CALIBRATION_METHODS
 from models.experiment import fit_and_predict
 from models.metrics import (
     LEAD_BUCKETS,
@@ -30,7 +31,7 @@ from models.metrics import (
     scores,
 )
 from models.split import Fold
-from models.train import AREA_MODES
+from models.train import AREA_MODES, RiskModel
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ METHODS = (C.PROB, CLIMATOLOGY, RECENT)
 NAMES = {C.PROB: "model", CLIMATOLOGY: "climatology", RECENT: "recent_rate"}
 # the same fitted boosters before calibration, by the rule that picks an area's model
 VARIANTS = {f"raw_{mode}": mode for mode in AREA_MODES}
+# the profile's rule under each calibration method fitted on the fold's validation slice
+CALIBRATIONS = {f"cal_{method}": method for method in CALIBRATION_METHODS}
 
 
 @dataclass(frozen=True)
@@ -62,19 +65,28 @@ def run_fold(data: Dataset, feat_cfg: FeatureSettings, cfg: ModelSettings,
     recent = 1.0 - np.exp(-rows[f"hist_n_{window}h"].to_numpy("float64") / window)
     out = rows[[C.AREA, C.TS, C.LEAD_H, C.LABEL, C.PROB, CLIMATOLOGY, C.MODEL_KIND]].assign(
         **{RECENT: recent}, **{col: model.predict_raw(rows, mode)
-                               for col, mode in VARIANTS.items()})
+                               for col, mode in VARIANTS.items()},
+        **calibration_variants(model, rows))
     info = {k: v for k, v in model.info.items() if k != "per_area_decisions"}
     return FoldResult(fold, out.reset_index(drop=True), seconds, info)
+
+
+def calibration_variants(model: RiskModel, rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The profile's area rule under each calibration method fitted on the fold's
+    validation slice (raw where the slice could not fit one)."""
+    raw = model.predict_raw(rows)
+    return {col: model.candidates[m](raw) if m in model.candidates else raw
+            for col, m in CALIBRATIONS.items()}
 
 
 def skill(rows: pd.DataFrame, variants: bool = False) -> dict[str, Any]:
     """Every method's scores on the rows, with Brier skill against climatology, PR-AUC over
     prevalence and expected calibration error; with ``variants`` also the uncalibrated
-    pooled, per-area and hybrid models."""
+    pooled, per-area and hybrid models and the model under each calibration method."""
     y = rows[C.LABEL].to_numpy("float64")
     clim = scores(y, rows[CLIMATOLOGY].to_numpy())
     out: dict[str, Any] = {"n": float(len(rows)), "prevalence": clim["prevalence"]}
-    cols = {**NAMES, **({v: v for v in VARIANTS} if variants else {})}
+    cols = {**NAMES, **({v: v for v in (*VARIANTS, *CALIBRATIONS)} if variants else {})}
     for col, name in cols.items():
         s = scores(y, rows[col].to_numpy())
         out[name] = {
@@ -93,7 +105,12 @@ def big_days(rows: pd.DataFrame, territory_out: pd.Series, train_daily: pd.Serie
     """Event scores for big days (customers out territory-wide reaching ``min_customers_out``
     at some hour of the local day). A method forecasts a big day when its expected number of
     area-hours with an outage start that day reaches the training days' value at the
-    big-day rate (a threshold learned on the training part only)."""
+    big-day rate (a threshold learned on the training part only).
+
+    By lead: each area-hour carries one lead drawn from 1-72 h, so the rows of a day in a
+    lead bucket are an independent third of its rows; the bucket forecasts the day when its
+    expected outage-hours, scaled to the whole day, reach the threshold. A big day's lead
+    time is the far edge of the farthest bucket that forecast it (24, 48 or 72 h)."""
     out_daily = territory_out.groupby(territory_out.index.tz_convert(tz).date).max()
     day = rows[C.TS].dt.tz_convert(tz).dt.date
     result: dict[str, Any] = {}
@@ -101,11 +118,30 @@ def big_days(rows: pd.DataFrame, territory_out: pd.Series, train_daily: pd.Serie
     train_big = (out_daily.reindex(train_daily.index) >= min_customers_out).fillna(False)
     rate = float(train_big.mean()) if len(train_big) else 0.0
     threshold = float(train_daily.quantile(1 - rate)) if rate > 0 else float("inf")
+    day_rows = rows.groupby(day).size()
     for col in METHODS:
         expected = rows.groupby(day)[col].sum()
-        result[NAMES[col]] = event_scores(observed, expected >= threshold)
+        scores_ = event_scores(observed, expected >= threshold)
+        lead_time = pd.Series(0.0, index=observed.index)
+        by_lead: dict[str, Any] = {}
+        for lo, hi, name in LEAD_BUCKETS:
+            part = rows[C.LEAD_H].between(lo, hi).to_numpy()
+            part_day = day[part]
+            scaled = (rows.loc[part].groupby(part_day)[col].sum()
+                      * day_rows / rows.loc[part].groupby(part_day).size())
+            flagged = (scaled >= threshold).reindex(observed.index).fillna(False)
+            by_lead[name] = event_scores(observed, flagged)
+            lead_time[flagged.astype(bool) & observed.astype(bool)] = float(hi)
+        detected = lead_time[lead_time > 0]
+        result[NAMES[col]] = scores_ | {
+            "by_lead": by_lead,
+            "lead_time_h_mean": float(detected.mean()) if len(detected) else float("nan"),
+            "big_days_detected_by_lead_h": {str(int(h)): float((detected == h).sum())
+                                            for _, h, _ in LEAD_BUCKETS},
+        }
     result["threshold_expected_outage_hours"] = threshold
     result["big_day_rate_in_training"] = rate
+    result["days"] = [str(d) for d in observed.index[observed.astype(bool)]]
     return result
 
 
@@ -118,12 +154,18 @@ def summarise(results: list[FoldResult], territory_out: pd.Series, train_daily: 
 
     def ranking(rows: pd.DataFrame, days: pd.Series) -> dict[str, Any]:
         frame = rows.assign(_day=days.to_numpy())
-        return {NAMES[c]: daily_ranking(frame, c, C.LABEL, "_day", C.AREA, top_k)
-                for c in METHODS}
+        out = {NAMES[c]: daily_ranking(frame, c, C.LABEL, "_day", C.AREA, top_k)
+               for c in METHODS}
+        # perfect foresight of each day's outage hours: the most any ranking can reach when
+        # more than a quarter of the areas have an outage that day
+        out["oracle"] = daily_ranking(frame, C.LABEL, C.LABEL, "_day", C.AREA, top_k)
+        return out
 
     overall = skill(allrows, variants=True)
     overall["area_mode_winner"] = min(
         VARIANTS, key=lambda v: overall[v]["brier"]).removeprefix("raw_")
+    overall["calibration_winner"] = min(
+        CALIBRATIONS, key=lambda v: overall[v]["brier"]).removeprefix("cal_")
     out: dict[str, Any] = {
         "folds": [{"fold": r.fold.name, "train_start": str(r.fold.train_start),
                    "start": str(r.fold.start), "end": str(r.fold.end),

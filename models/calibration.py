@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.special import expit
 
 METHODS = ("none", "platt", "isotonic")
 MIN_CLASS_ROWS = 100  # positives (and negatives) needed in each half of the slice for auto
@@ -40,7 +41,7 @@ class Calibrator:
         raw = np.asarray(raw, dtype="float64")
         if self.method == "platt":
             a, b = self.platt
-            return 1.0 / (1.0 + np.exp(-(a * _logit(raw) + b)))
+            return expit(a * _logit(raw) + b)
         if self.method == "isotonic":
             return np.clip(np.interp(raw, self.knots_x, self.knots_y), 0.0, 1.0)
         return raw
@@ -54,7 +55,7 @@ def fit_platt(raw: np.ndarray, y: np.ndarray, iterations: int = 50) -> Calibrato
     design = np.column_stack([x, np.ones_like(x)])
     w = np.array([1.0, 0.0])
     for _ in range(iterations):
-        p = 1.0 / (1.0 + np.exp(-(design @ w)))
+        p = expit(design @ w)
         grad = design.T @ (p - y) + 1e-6 * w
         hess = (design * (p * (1 - p))[:, None]).T @ design + 1e-6 * np.eye(2)
         step = np.linalg.solve(hess, grad)
@@ -98,6 +99,15 @@ def fit_isotonic(raw: np.ndarray, y: np.ndarray) -> Calibrator:
 
 FITTERS = {"none": lambda raw, y: Calibrator("none"), "platt": fit_platt,
            "isotonic": fit_isotonic}
+
+
+def fit_every_method(raw: np.ndarray, y: np.ndarray) -> dict[str, Calibrator]:
+    """Each method of METHODS fitted on the whole slice (an empty dict when the slice holds
+    one class only), for backtests that compare them on later folds."""
+    y = np.asarray(y, dtype="float64")
+    if not len(y) or y.min() == y.max():
+        return {}
+    return {m: FITTERS[m](raw, y) for m in METHODS}
 
 
 def _brier(y: np.ndarray, p: np.ndarray) -> float:

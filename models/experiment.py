@@ -18,6 +18,35 @@ from models.train import RiskModel, customers_per_outage_hour, train_risk_model
 log = logging.getLogger(__name__)
 
 
+def test_positions(data: Dataset, cfg: ModelSettings) -> tuple[np.ndarray, ...]:
+    """The (area, hour, lead) positions of every labelled hour of [test_start, test_end)
+    (clipped to the history), each at one lead drawn from 1..horizon with a fixed seed: the
+    same rows for every model scored on the period."""
+    panel = data.panel
+    test_end = min(pd.Timestamp(cfg.test_end), panel.history_end)
+    positions = sample_labelled_rows(panel, pd.Timestamp(cfg.test_start), test_end,
+                                     cfg.horizon_h, cfg.seed + 1)
+    if len(positions[0]) == 0:  # checked before the minutes of training, not after
+        raise ValueError(
+            f"no labelled hours in the test period {cfg.test_start:%Y-%m-%d}.."
+            f"{cfg.test_end:%Y-%m-%d}: the outage history ends {panel.history_end:%Y-%m-%d}"
+        )
+    return positions
+
+
+def predict_period(model: RiskModel, data: Dataset, feat_cfg: FeatureSettings,
+                   positions: tuple[np.ndarray, ...]) -> pd.DataFrame:
+    """Feature rows at ``positions`` built with the model's own climatology, labelled ones
+    only, with the model's PROB and MODEL_KIND."""
+    a, t, lead = positions
+    rows = make_rows(data.panel, data.areas, data.weather_hourly, model.climatology, a, t,
+                     lead, feat_cfg)
+    rows = rows[rows[C.LABEL].notna()].copy()
+    rows[C.PROB] = model.predict(rows)
+    rows[C.MODEL_KIND] = model.kinds(rows[C.AREA].to_numpy())
+    return rows
+
+
 def fit_and_predict(
     data: Dataset, feat_cfg: FeatureSettings, cfg: ModelSettings
 ) -> tuple[RiskModel, pd.DataFrame, dict[str, float]]:
@@ -33,14 +62,7 @@ def fit_and_predict(
     cust = customers_per_outage_hour(panel.customers, panel.counts, panel.area_ids,
                                      np.asarray(use & panel.observed))
     names = feature_names(feat_cfg)
-    test_end = min(pd.Timestamp(cfg.test_end), panel.history_end)
-    test_pos = sample_labelled_rows(panel, pd.Timestamp(cfg.test_start), test_end,
-                                    cfg.horizon_h, cfg.seed + 1)
-    if len(test_pos[0]) == 0:  # checked before the minutes of training, not after
-        raise ValueError(
-            f"no labelled hours in the test period {cfg.test_start:%Y-%m-%d}.."
-            f"{cfg.test_end:%Y-%m-%d}: the outage history ends {panel.history_end:%Y-%m-%d}"
-        )
+    test_pos = test_positions(data, cfg)
     a, t, lead = sample_labelled_rows(panel, pd.Timestamp(cfg.train_start), train_end,
                                       cfg.horizon_h, cfg.seed)
     if len(a) == 0:
@@ -49,11 +71,7 @@ def fit_and_predict(
     t_rows = time.perf_counter()
     model = train_risk_model(rows, names, clim, cust, cfg)
     t_train = time.perf_counter()
-    a, t, lead = test_pos
-    test_rows = make_rows(panel, data.areas, data.weather_hourly, clim, a, t, lead, feat_cfg)
-    test_rows = test_rows[test_rows[C.LABEL].notna()].copy()
-    test_rows[C.PROB] = model.predict(test_rows)
-    test_rows[C.MODEL_KIND] = model.kinds(test_rows[C.AREA].to_numpy())
+    test_rows = predict_period(model, data, feat_cfg, test_pos)
     seconds = {"rows": round(t_rows - t_start, 2), "train": round(t_train - t_rows, 2),
                "predict": round(time.perf_counter() - t_train, 2)}
     return model, test_rows, seconds
@@ -72,3 +90,10 @@ def fit_and_evaluate(
              metrics["test_start"][:10], metrics["overall"]["model_roc_auc"],
              metrics["overall"]["climatology_roc_auc"], metrics["overall"]["brier_skill"])
     return model, metrics
+
+
+def evaluate_on_test_period(model: RiskModel, data: Dataset, feat_cfg: FeatureSettings,
+                            cfg: ModelSettings) -> dict:
+    """Any model (e.g. the registered champion) scored on the same test rows as a model
+    trained by :func:`fit_and_predict` with ``cfg`` (the metrics of evaluate_predictions)."""
+    return evaluate_predictions(predict_period(model, data, feat_cfg, test_positions(data, cfg)))

@@ -14,6 +14,7 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+CHALLENGER = "challenger"
 
 
 def _pyfunc_class() -> type:
@@ -56,9 +57,11 @@ def log_and_register(
     tags: dict[str, str],
     name: str = "risk_model",
     text_artifacts: dict[str, str] | None = None,
+    alias: str = CHAMPION,
 ) -> dict[str, str]:
     """Log a training run (params, flattened metrics, JSON artifacts, the model as an MLflow
-    pyfunc), register it under ``model_name`` and point the ``champion`` alias at it.
+    pyfunc), register it under ``model_name`` and point ``alias`` at it (``champion``, or
+    ``challenger`` for a model that must pass the gate first).
 
     A new experiment keeps its artifacts at ``artifact_location``. Returns run_id,
     model_version and model_uri.
@@ -89,12 +92,52 @@ def log_and_register(
         info = _log_pyfunc(mlflow, bundle, model_name, name)
         run_id = run.info.run_id
     version = str(info.registered_model_version)
-    client.set_registered_model_alias(model_name, CHAMPION, version)
+    client.set_registered_model_alias(model_name, alias, version)
     client.set_model_version_tag(model_name, version, "metrics", json.dumps(
         {k: round(v, 5) for k, v in flat.items() if k.startswith("overall_")}))
-    log.info("registered %s version %s as %s (run %s)", model_name, version, CHAMPION, run_id)
+    log.info("registered %s version %s as %s (run %s)", model_name, version, alias, run_id)
     return {"run_id": run_id, "model_version": version,
-            "model_uri": f"models:/{model_name}@{CHAMPION}"}
+            "model_uri": f"models:/{model_name}@{alias}"}
+
+
+def alias_version(tracking_uri: str, model_name: str, alias: str = CHAMPION) -> str | None:
+    """The version behind ``alias``, or None when the model or the alias does not exist."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(
+            model_name, alias).version)
+    except MlflowException:
+        return None
+
+
+def load_version(tracking_uri: str, model_name: str, version: str) -> Any:
+    """The Forewarn model object of one registered version."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    loaded = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
+    return loaded.unwrap_python_model().model
+
+
+def record_gate(tracking_uri: str, model_name: str, run_id: str,
+                decision: dict[str, Any]) -> None:
+    """Apply a gate decision: point ``champion`` at the challenger if it was promoted; keep
+    the decision on the challenger's model version (tags) and its run (``gate.json``)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    version = decision["challenger_version"]
+    if decision["promote"]:
+        client.set_registered_model_alias(model_name, CHAMPION, version)
+    client.set_model_version_tag(model_name, version, "gate",
+                                 "promoted" if decision["promote"] else "rejected")
+    client.set_model_version_tag(model_name, version, "gate_reasons",
+                                 "; ".join(decision["reasons"])[:4000])
+    client.set_tag(run_id, "gate", "promoted" if decision["promote"] else "rejected")
+    client.log_dict(run_id, decision, "gate.json")
+    log.info("gate for %s v%s: %s", model_name, version, "; ".join(decision["reasons"]))
 
 
 def load_champion(tracking_uri: str, model_name: str) -> tuple[Any, str]:

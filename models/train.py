@@ -18,7 +18,7 @@ import pandas as pd
 from configs.settings import ModelSettings
 from features import columns as C
 from features.build import Climatology
-from models.calibration import Calibrator, choose_calibrator
+from models.calibration import Calibrator, choose_calibrator, fit_every_method
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,17 @@ class RiskModel:
     # per-area models fitted but not chosen by the hybrid rule (kept for the comparison)
     rejected: dict[str, lgb.Booster] = field(default_factory=dict)
     calibrator: Calibrator = field(default_factory=Calibrator)
+    # every calibration method fitted on the whole validation slice (backtests compare them)
+    candidates: dict[str, Calibrator] = field(default_factory=dict)
+    area_mode: str = HYBRID  # the rule scoring uses (model.area_mode of the profile)
 
-    def _boosters(self, mode: str) -> dict[str, lgb.Booster]:
+    def __setstate__(self, state: dict) -> None:
+        # a model pickled before a field existed loads with that field's default
+        self.__dict__.update({"rejected": {}, "calibrator": Calibrator(), "candidates": {},
+                              "area_mode": HYBRID, **state})
+
+    def _boosters(self, mode: str | None) -> dict[str, lgb.Booster]:
+        mode = mode or self.area_mode
         if mode == HYBRID:
             return self.per_area
         if mode == PER_AREA:
@@ -53,28 +62,28 @@ class RiskModel:
             return {}
         raise ValueError(f"unknown area mode {mode!r}; use one of {AREA_MODES}")
 
-    def kinds(self, area_ids: np.ndarray, mode: str = HYBRID) -> np.ndarray:
+    def kinds(self, area_ids: np.ndarray, mode: str | None = None) -> np.ndarray:
         """Which model scores each row's area: PER_AREA or POOLED."""
         own = pd.Index(list(self._boosters(mode)))
         return np.where(own.get_indexer(area_ids) >= 0, PER_AREA, POOLED)
 
-    def predict(self, rows: pd.DataFrame, mode: str = HYBRID) -> np.ndarray:
+    def predict(self, rows: pd.DataFrame, mode: str | None = None) -> np.ndarray:
         """Calibrated probability (0-1) that at least one unplanned outage starts in the row's
-        area and hour. ``mode`` picks the models: the hybrid rule (what scoring uses), the
-        pooled model only, or every fitted per-area model (comparison in backtests)."""
+        area and hour. ``mode`` picks the models: by default the profile's rule
+        (``area_mode``, what scoring uses); pooled, per_area or hybrid for comparisons."""
         return self.calibrator(self.predict_raw(rows, mode))
 
-    def predict_raw(self, rows: pd.DataFrame, mode: str = HYBRID) -> np.ndarray:
+    def predict_raw(self, rows: pd.DataFrame, mode: str | None = None) -> np.ndarray:
         """The boosters' probability before calibration."""
         return self._apply(rows, contrib=False, mode=mode)[:, 0]
 
     def contributions(self, rows: pd.DataFrame) -> pd.DataFrame:
         """LightGBM's own per-feature contributions (log-odds, before calibration) of each
         row's prediction."""
-        raw = self._apply(rows, contrib=True, mode=HYBRID)
+        raw = self._apply(rows, contrib=True, mode=None)
         return pd.DataFrame(raw[:, :-1], columns=self.feature_names, index=rows.index)
 
-    def _apply(self, rows: pd.DataFrame, contrib: bool, mode: str) -> np.ndarray:
+    def _apply(self, rows: pd.DataFrame, contrib: bool, mode: str | None) -> np.ndarray:
         x = rows[self.feature_names].to_numpy(dtype="float32")
         width = len(self.feature_names) + 1 if contrib else 1
         out = np.zeros((len(rows), width))
@@ -156,15 +165,14 @@ def train_risk_model(
         else:
             rejected[area] = own
             decisions[area] = f"pooled: valid log-loss {pooled_loss:.4f} <= per-area {own_loss:.4f}"
-    if cfg.area_mode != HYBRID:  # the profile fixed the rule (a backtest found it better)
-        everyone = {**rejected, **per_area}
-        per_area, rejected = ({}, everyone) if cfg.area_mode == POOLED else (everyone, {})
     model = RiskModel(feature_names, pooled, per_area, climatology, customers_per_outage_hour,
-                      cfg.horizon_h, {}, rejected)
+                      cfg.horizon_h, {}, rejected, area_mode=cfg.area_mode)
     if is_valid.any():
         valid_rows = rows.loc[is_valid]
-        model.calibrator = choose_calibrator(model.predict_raw(valid_rows), y[is_valid],
+        valid_raw = model.predict_raw(valid_rows)
+        model.calibrator = choose_calibrator(valid_raw, y[is_valid],
                                              valid_rows[C.TS].to_numpy(), cfg.calibration)
+        model.candidates = fit_every_method(valid_raw, y[is_valid])
     log.info("calibration: %s", model.calibrator.info.get("method", "none"))
     info = {
         "rows_train": int((~is_valid).sum()),
@@ -173,6 +181,8 @@ def train_risk_model(
         "pooled_trees": int(pooled.num_trees()),
         "per_area_models": len(per_area),
         "per_area_candidates": len(decisions),
+        "areas_scored_by_own_model": int((model.kinds(np.array(list(decisions))) == PER_AREA
+                                          ).sum()),
         "per_area_decisions": decisions,
         "area_mode": cfg.area_mode,
         "calibration": model.calibrator.info,

@@ -33,11 +33,15 @@ FEAT = FeatureSettings()
 def test_folds_cover_the_period_and_train_on_the_past_only():
     folds = rolling_origin_folds(START, pd.Timestamp("2023-01-01", tz="UTC"),
                                  pd.Timestamp("2024-01-01", tz="UTC"), 91)
-    assert len(folds) == 5 and folds[0].start == pd.Timestamp("2023-01-01", tz="UTC")
+    assert len(folds) == 4 and folds[0].start == pd.Timestamp("2023-01-01", tz="UTC")
     assert all(a.end == b.start for a, b in zip(folds, folds[1:], strict=False))
     assert folds[-1].end == pd.Timestamp("2024-01-01", tz="UTC")
-    assert (folds[-1].end - folds[-1].start).days == 1  # the last one is shorter
+    assert (folds[-1].end - folds[-1].start).days == 92  # the one-day remainder joined it
     assert all(f.train_start == START for f in folds)
+    # a remainder of half a fold or more is a fold of its own
+    folds = rolling_origin_folds(START, pd.Timestamp("2023-01-01", tz="UTC"),
+                                 pd.Timestamp("2023-03-17", tz="UTC"), 30)
+    assert [(f.end - f.start).days for f in folds] == [30, 30, 15]
     with pytest.raises(ValueError, match="train_start < start < end"):
         rolling_origin_folds(START, START, START + pd.Timedelta(days=3), 1)
 
