@@ -352,6 +352,37 @@ class ModelSettings(_Section):
         return self
 
 
+GATE_METRICS = ("roc_auc", "pr_auc", "brier", "brier_skill")
+GateMetric = Literal["roc_auc", "pr_auc", "brier", "brier_skill"]
+
+
+def _default_gate() -> dict[GateMetric, float]:
+    return {"brier": 0.0, "roc_auc": 0.0}
+
+
+class GateSettings(_Section):
+    """Champion/challenger: a newly trained risk model is registered as ``challenger`` and
+    becomes ``champion`` only if it beats the champion on every gate metric, both scored on
+    the same rows of the test period (model.test_start..test_end)."""
+
+    metrics: dict[GateMetric, float] = Field(
+        default_factory=_default_gate,
+        description="metric -> margin the challenger must beat the champion by (brier: lower "
+        "by more than the margin; the others: higher by more than it)")
+    require_beats_climatology: bool = Field(
+        True, description="a challenger with Brier skill <= 0 against climatology is never "
+        "promoted over an existing champion")
+
+    @field_validator("metrics")
+    @classmethod
+    def _some(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v:
+            raise ValueError(f"name at least one gate metric of {GATE_METRICS}")
+        if any(margin < 0 for margin in v.values()):
+            raise ValueError("gate margins must be >= 0")
+        return v
+
+
 class WindowSettings(_Section):
     """How hourly risk becomes risk windows."""
 
@@ -782,6 +813,7 @@ class Settings(_Section):
     areas: AreaSettings
     features: FeatureSettings
     model: ModelSettings
+    gate: GateSettings = Field(default_factory=lambda: GateSettings.model_validate({}))
     windows: WindowSettings
     advisories: AdvisorySettings
     restoration: RestorationSettings

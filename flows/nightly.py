@@ -30,9 +30,17 @@ from features.restoration import GridState, UtilityUpdates, read_lgeku_changelog
 from features.telemetry import run_telemetry
 from features.weather import convert_noaa_daily, load_daily_weather
 from features.weather_hourly import driver_features, load_hourly_weather
-from models.experiment import fit_and_evaluate
+from models.experiment import evaluate_on_test_period, fit_and_evaluate
 from models.explain import Explanations
-from models.registry import load_champion, log_and_register
+from models.gate import GateDecision, decide_promotion, missing_features, trained_into
+from models.registry import (
+    CHALLENGER,
+    alias_version,
+    load_champion,
+    load_version,
+    log_and_register,
+    record_gate,
+)
 from models.restoration import (
     DurationModel,
     comparison_markdown,
@@ -173,7 +181,48 @@ def register(model: RiskModel, metrics: dict, data: Dataset, cfg: Settings) -> d
         tags={"run_name": f"{cfg.profile}-train-to-{cfg.model.train_end:%Y-%m-%d}",
               "profile": cfg.profile, "test_period": f"{cfg.model.test_start:%Y-%m-%d}.."
               f"{cfg.model.test_end:%Y-%m-%d}"},
+        alias=CHALLENGER,
     )
+
+
+@task(retries=1, retry_delay_seconds=5, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
+def incumbent(cfg: Settings) -> tuple[RiskModel | None, str | None]:
+    """The registered champion before this run's challenger (None, None if there is none)."""
+    version = alias_version(cfg.tracking_uri, cfg.mlflow.model_name)
+    if version is None:
+        return None, None
+    return load_version(cfg.tracking_uri, cfg.mlflow.model_name, version), version
+
+
+@task(cache_policy=NO_CACHE)
+def gate(challenger: RiskModel, metrics: dict, registered: dict[str, str],
+         champion_model: RiskModel | None, champion_version: str | None, data: Dataset,
+         cfg: Settings) -> tuple[GateDecision, dict | None]:
+    """Score the champion on the challenger's test rows and decide whether to promote.
+    Returns the decision and the champion's metrics there (None if it cannot score)."""
+    period = f"{cfg.model.test_start:%Y-%m-%d}..{cfg.model.test_end:%Y-%m-%d}"
+    champion_metrics, unusable, incomparable = None, None, None
+    if champion_model is not None:
+        unusable = missing_features(champion_model.feature_names, set(challenger.feature_names))
+        incomparable = trained_into(champion_model.info, pd.Timestamp(cfg.model.test_start))
+        if unusable is None:
+            champion_metrics = evaluate_on_test_period(champion_model, data, cfg.features,
+                                                       cfg.model)
+            champion_metrics["training"] = {k: v for k, v in champion_model.info.items()
+                                            if k != "per_area_decisions"}
+            champion_metrics["in_sample"] = incomparable is not None
+    decision = decide_promotion(
+        metrics["overall"], champion_metrics["overall"] if champion_metrics else None,
+        cfg.gate, challenger_version=registered["model_version"],
+        champion_version=champion_version, period=period, unusable=unusable,
+        incomparable=incomparable)
+    return decision, champion_metrics
+
+
+@task(retries=1, retry_delay_seconds=5, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
+def apply_gate(decision: GateDecision, registered: dict[str, str], cfg: Settings) -> None:
+    record_gate(cfg.tracking_uri, cfg.mlflow.model_name, registered["run_id"],
+                decision.to_dict())
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
@@ -376,8 +425,16 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
     with _stage(timings, "train_and_evaluate"):
         model, metrics = train(data, cfg)
     with _stage(timings, "register"):
+        previous, previous_version = incumbent(cfg)
         registered = register(model, metrics, data, cfg)
+    with _stage(timings, "gate"):
+        decision, previous_metrics = gate(model, metrics, registered, previous,
+                                          previous_version, data, cfg)
+        apply_gate(decision, registered, cfg)
+        logger.info("model gate: %s", "; ".join(decision.reasons))
         scorer, version = champion(cfg)
+    if not decision.promote and previous_metrics is not None:
+        metrics = previous_metrics  # metrics.json describes the model in use
     restoration: dict[str, Any] = {"enabled": cfg.restoration.enabled}
     durations: DurationModel | None = None
     updates: UtilityUpdates | None = None
@@ -437,7 +494,9 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
         "forecast": wx.record,
         "model": {"name": cfg.mlflow.model_name, "version": version, "alias": "champion",
                   "mlflow_run_id": registered["run_id"], "tracking_uri": cfg.tracking_uri,
-                  "trained_through": str(cfg.model.train_end),
+                  "challenger_version": registered["model_version"],
+                  "gate": decision.to_dict(),
+                  "trained_through": str(scorer.info.get("train_end", cfg.model.train_end)),
                   "as_of_inside_training": bool(issue < pd.Timestamp(cfg.model.train_end))},
         "inputs": [input_record(p) for p in history.source_files]
         + [input_record(cfg.data_path(cfg.weather.noaa_daily_file)),

@@ -140,7 +140,17 @@ def test_model_is_registered_as_champion_in_mlflow(two_runs, slice_settings):
     first, second = two_runs
     client = MlflowClient(tracking_uri=slice_settings.tracking_uri)
     champion = client.get_model_version_by_alias("forewarn-risk", "champion")
-    assert str(champion.version) == second["model"]["version"] == "2"
+    # the first model had no champion to beat; the rerun trained the same model again, which
+    # is no better, so it stays a challenger and scoring keeps the first
+    assert first["model"]["gate"]["promote"] and "no champion yet" in \
+        first["model"]["gate"]["reasons"][0]
+    assert str(champion.version) == first["model"]["version"] == second["model"]["version"] == "1"
+    assert second["model"]["challenger_version"] == "2"
+    gate = second["model"]["gate"]
+    assert not gate["promote"] and gate["reasons"][0] == "champion v1 kept"
+    assert gate["scores"]["challenger"] == gate["scores"]["champion"]
+    assert client.get_model_version("forewarn-risk", "2").tags["gate"] == "rejected"
+    assert second["metrics_overall"] == first["metrics_overall"]
     run = client.get_run(first["model"]["mlflow_run_id"])
     assert run.info.artifact_uri.startswith(slice_settings.artifact_location)
     assert not (Path.cwd() / "mlruns").exists()
