@@ -156,9 +156,10 @@ def _report(m: dict[str, Any]) -> None:
     lines = [
         f"run {m['run_id']}  as-of {m['as_of']}  ({m['weather_source']} weather)",
         f"  areas {m['dataset']['areas']}; trained on {m['training']['rows_train']:,} rows "
-        f"({m['training']['per_area_models']} per-area models + pooled); model version "
-        f"{m['model']['version']}",
-        "  test period (later than training):",
+        f"({m['training'].get('areas_scored_by_own_model', 0)} areas scored by their own "
+        f"model, the rest pooled); champion {m['model']['name']} v{m['model']['version']}",
+        f"  gate: {'; '.join(m['model']['gate']['reasons'])}",
+        "  test period (later than training), the champion:",
         f"    {'':<14}{'ROC-AUC':>9}{'PR-AUC':>9}{'Brier':>9}",
         f"    {'model':<14}{o['model_roc_auc']:>9.3f}{o['model_pr_auc']:>9.3f}"
         f"{o['model_brier']:>9.4f}",
@@ -217,22 +218,24 @@ def backtest(
     typer.echo(f"backtest {lo:%Y-%m-%d}..{hi:%Y-%m-%d}: {len(result['metrics']['folds'])} "
                f"folds, {int(overall['n']):,} area-hours, prevalence {overall['prevalence']:.4f}")
     typer.echo(f"  {'':12} {'ROC-AUC':>8} {'PR-AUC':>8} {'Brier':>8} {'BSS':>7} {'ECE':>7}")
-    for name in ("model", "climatology", "recent_rate"):
-        m = overall[name]
-        typer.echo(f"  {name:12} {m['roc_auc']:8.3f} {m['pr_auc']:8.3f} {m['brier']:8.4f} "
-                   f"{m['brier_skill_vs_climatology']:+7.3f} {m['ece']:7.4f}")
-    for name in ("raw_pooled", "raw_per_area", "raw_hybrid"):
+    for name in ("model", "climatology", "recent_rate", "raw_pooled", "raw_per_area",
+                 "raw_hybrid", "cal_none", "cal_platt", "cal_isotonic"):
         m = overall[name]
         typer.echo(f"  {name:12} {m['roc_auc']:8.3f} {m['pr_auc']:8.3f} {m['brier']:8.4f} "
                    f"{m['brier_skill_vs_climatology']:+7.3f} {m['ece']:7.4f}")
     per_area = result["metrics"]["per_area"]
-    typer.echo(f"  area rule with the lowest Brier (before calibration): "
-               f"{overall['area_mode_winner']}; model beats climatology in "
+    typer.echo(f"  lowest Brier: area rule {overall['area_mode_winner']} (before calibration), "
+               f"calibration {overall['calibration_winner']}; the model beats climatology in "
                f"{sum(a['beats_climatology'] for a in per_area.values()):.0f} of "
                f"{len(per_area)} areas")
-    ranking = result["metrics"]["ranking"]["model"]
-    typer.echo(f"  daily ranking: {ranking['top25_share']:.1%} of areas with an outage in the "
-               f"top 25 %; MLflow run {result['mlflow_run_id']}")
+    ranking = result["metrics"]["ranking"]
+    big = result["metrics"]["big_days"]["model"]
+    typer.echo(f"  daily ranking: {ranking['model']['top25_share']:.1%} of areas with an "
+               f"outage in the top 25 % (climatology {ranking['climatology']['top25_share']:.1%}"
+               f", perfect foresight {ranking['oracle']['top25_share']:.1%})")
+    typer.echo(f"  big days: {big['hits']:.0f} of {big['events']:.0f} forecast, POD "
+               f"{big['pod']:.2f}, FAR {big['far']:.2f}, CSI {big['csi']:.2f}, mean lead "
+               f"{big['lead_time_h_mean']:.0f} h; MLflow run {result['mlflow_run_id']}")
     typer.echo(f"outputs: {result['out']}")
 
 
