@@ -16,11 +16,12 @@ import functools
 import logging
 import math
 import re
+import shutil
 import time
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,6 +43,7 @@ RULE_NAMES: dict[str, str] = {
 FAILED_RULES_COLUMN = "_failed_rules"
 N_EXAMPLES = 5  # offending rows kept per failed rule in the result
 N_EXAMPLES_IN_MESSAGE = 3
+N_VALIDATION_VALUES = 20  # offending values (and row positions) kept per rule for Data Docs
 _MAX_TEXT_IN_MESSAGE = 60  # characters of a text value shown in an error message
 
 
@@ -145,9 +147,19 @@ class ContractResult:
     failures: list[dict]
     quarantine_file: str | None
     seconds: float = 0.0  # wall time of the validation
+    # Great Expectations' validation result as JSON (rule columns under their real names, lists
+    # of offending values cut to N_VALIDATION_VALUES): what Data Docs render. Not in to_dict.
+    validation: dict | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return _json_safe(asdict(self))
+        return _json_safe({f.name: getattr(self, f.name) for f in fields(self)
+                           if f.name != "validation"})
+
+    def validation_record(self) -> dict | None:
+        """Suite, source and GX validation result, as `write_data_docs` reads them back."""
+        if self.validation is None:
+            return None
+        return {"suite": self.suite, "source": self.source, "validation": self.validation}
 
 
 class ContractError(Exception):
@@ -202,7 +214,7 @@ def check(
             result,
         )
 
-    outcomes = _run_gx(df, suite) if suite.rules else []
+    outcomes, validation = _run_gx(df, suite) if suite.rules else ([], None)
 
     broken = [(rule, o) for rule, o in zip(suite.rules, outcomes, strict=True) if o.error]
     if broken:
@@ -252,6 +264,7 @@ def check(
         failures=[f for _, f in failures],
         quarantine_file=quarantine_file,
         seconds=round(time.perf_counter() - started, 3),
+        validation=validation,
     )
 
     share = n_quarantined / rows_in if rows_in else 0.0
@@ -287,8 +300,9 @@ class _Outcome:
     error: str | None = None  # GX could not evaluate the rule
 
 
-def _run_gx(df: pd.DataFrame, suite: Suite) -> list[_Outcome]:
-    """Run the suite's rules through Great Expectations; one outcome per rule, in rule order."""
+def _run_gx(df: pd.DataFrame, suite: Suite) -> tuple[list[_Outcome], dict]:
+    """Run the suite's rules through Great Expectations: one outcome per rule, in rule order,
+    and the validation result as JSON for Data Docs (see `_validation_json`)."""
     gx = _gx()
     import great_expectations.expectations as gxe
 
@@ -343,7 +357,28 @@ def _run_gx(df: pd.DataFrame, suite: Suite) -> list[_Outcome]:
         error = _exception_message(r.exception_info)
         positions = np.asarray(r.result.get("unexpected_index_list") or [], dtype=np.int64)
         outcomes[index] = _Outcome(np.sort(positions), bool(r.success), error)
-    return [outcomes[i] for i in range(len(suite.rules))]
+    return [outcomes[i] for i in range(len(suite.rules))], _validation_json(run, suite)
+
+
+def _validation_json(run: Any, suite: Suite) -> dict:
+    """The GX validation result as JSON, readable on its own: each expectation names the real
+    column (GX saw "r0", "r1", ...) and carries the rule, its hint and whether failing rows are
+    set aside in `meta`; lists of offending values and row positions are cut to
+    N_VALIDATION_VALUES (the quarantine file has them all), the pandas query that would select
+    them is dropped. Changes the results of `run`, which is thrown away afterwards."""
+    for r in run.results:
+        rule = suite.rules[r.expectation_config.meta["rule_index"]]
+        r.expectation_config.kwargs["column"] = rule.column
+        r.expectation_config.meta = {"rule_index": r.expectation_config.meta["rule_index"],
+                                     "rule": rule.describe(), "quarantine": rule.quarantine,
+                                     "hint": rule.hint}
+        result = r.result or {}
+        result.pop("unexpected_index_query", None)
+        for key in ("unexpected_list", "unexpected_index_list", "partial_unexpected_list",
+                    "partial_unexpected_index_list", "partial_unexpected_counts"):
+            if isinstance(result.get(key), list):
+                result[key] = result[key][:N_VALIDATION_VALUES]
+    return _json_safe(run.to_json_dict())
 
 
 def _prepare(column: pd.Series, rule: Rule) -> pd.Series:
@@ -488,3 +523,66 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, pd.Timestamp | np.datetime64):
         return pd.Timestamp(value).isoformat()
     return str(value)
+
+
+def write_data_docs(records: Sequence[dict], out_dir: Path, run_name: str) -> Path:
+    """Great Expectations Data Docs of a run's contract validations: a static site in
+    `out_dir` (replaced), one page per validation and per suite, `out_dir/index.html` listing
+    them. `records` are `ContractResult.validation_record()`s; `run_name` (the run id) names
+    the validations. Returns the index page. The pages load their styles and scripts from
+    CDNs (GX's design): offline they show unstyled, but complete.
+    """
+    gx = _gx()
+    from great_expectations.core.expectation_validation_result import (
+        ExpectationSuiteValidationResultSchema,
+    )
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    context = gx.get_context(mode="ephemeral")
+    site = "forewarn_run"
+    context.add_data_docs_site(site, {
+        "class_name": "SiteBuilder",
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend",
+                          "base_directory": str(out_dir.resolve())},
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    })
+    schema = ExpectationSuiteValidationResultSchema()
+    seen_batches: dict[str, int] = defaultdict(int)
+    for record in records:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = schema.load(record["validation"])
+        name = str(record["suite"])
+        if name not in {s.name for s in context.suites.all()}:
+            context.suites.add(gx.ExpectationSuite(
+                name=name,
+                expectations=[_suite_entry(r["expectation_config"])
+                              for r in record["validation"]["results"]],
+            ))
+        batch = Path(str(record["source"])).name or name
+        seen_batches[batch] += 1
+        if seen_batches[batch] > 1:
+            batch = f"{batch}-{seen_batches[batch]}"
+        run_time = (result.meta.get("run_id") or {}).get("run_time")
+        key = ValidationResultIdentifier(
+            expectation_suite_identifier=ExpectationSuiteIdentifier(name=name),
+            run_id=RunIdentifier(run_name=run_name, run_time=run_time),
+            batch_identifier=batch,
+        )
+        context.validation_results_store.set(key, result)
+    context.build_data_docs(site_names=[site])
+    return out_dir / "index.html"
+
+
+def _suite_entry(config: dict) -> dict:
+    """An expectation of a validation result as a new suite's entry (no id, no batch)."""
+    kwargs = {k: v for k, v in config["kwargs"].items() if k != "batch_id"}
+    return {"type": config["type"], "kwargs": kwargs, "meta": config.get("meta") or {}}
