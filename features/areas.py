@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +74,47 @@ def _outer_ring(geometry: dict) -> list:
         return geometry["coordinates"][0]
     # MultiPolygon: the largest outer ring stands for the county
     return max((poly[0] for poly in geometry["coordinates"]), key=len)
+
+
+@dataclass(frozen=True)
+class AreaShape:
+    """Outline of one area for maps: its polygons, each a list of rings of (lon, lat) degrees
+    (the first ring outer, the others holes)."""
+
+    area_id: str
+    name: str
+    polygons: tuple[tuple[tuple[tuple[float, float], ...], ...], ...]
+
+
+def read_area_shapes(path: Path, area_ids: Iterable[str]) -> dict[str, AreaShape]:
+    """Outlines of the given areas: a county id (5-digit FIPS) gets its county's polygons
+    from the GeoJSON of US counties, a cell id (``cell:<size>:<i>:<j>``) its square. Ids
+    found in neither are left out."""
+    wanted = {str(a) for a in area_ids}
+    shapes: dict[str, AreaShape] = {}
+    for area in wanted:
+        if area.startswith("cell:"):
+            _, size, i, j = area.split(":")
+            lat0, lon0, d = int(i) * float(size), int(j) * float(size), float(size)
+            ring = ((lon0, lat0), (lon0 + d, lat0), (lon0 + d, lat0 + d), (lon0, lat0 + d))
+            shapes[area] = AreaShape(area, area, ((ring,),))
+    if wanted - shapes.keys():
+        if not path.is_file():
+            raise ContractError(f"input file not found: {path}")
+        doc = json.loads(path.read_text(encoding="latin-1"))
+        for feat in doc["features"]:
+            props = feat["properties"]
+            county = props["STATE"] + props["COUNTY"]
+            if county not in wanted:
+                continue
+            geometry = feat["geometry"]
+            polygons = ([geometry["coordinates"]] if geometry["type"] == "Polygon"
+                        else geometry["coordinates"])
+            shapes[county] = AreaShape(
+                county, f"{props['NAME']} {props.get('LSAD', '')}".strip(),
+                tuple(tuple(tuple((float(x), float(y)) for x, y, *_ in ring) for ring in poly)
+                      for poly in polygons))
+    return shapes
 
 
 def cell_id(lat: pd.Series, lon: pd.Series, size_deg: float) -> pd.Series:
