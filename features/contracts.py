@@ -572,6 +572,7 @@ def write_data_docs(records: Sequence[dict], out_dir: Path, run_name: str) -> Pa
         if seen_batches[batch] > 1:
             batch = f"{batch}-{seen_batches[batch]}"
         run_time = (result.meta.get("run_id") or {}).get("run_time")
+        result.meta["run_id"] = {"run_name": run_name, "run_time": run_time}  # shown on the page
         key = ValidationResultIdentifier(
             expectation_suite_identifier=ExpectationSuiteIdentifier(name=name),
             run_id=RunIdentifier(run_name=run_name, run_time=run_time),

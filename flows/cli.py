@@ -304,6 +304,36 @@ def report(
     typer.echo(json.dumps({k: v for k, v in result.items() if k != "per_event"}, indent=2))
 
 
+@app.command("report-html")
+def report_html(
+    run: Annotated[Path, typer.Option("--run", help="a finished run directory (with run.json)")],
+    config: ConfigOpt = Path("configs/kentucky.yaml"),
+) -> None:
+    """Rebuild a run's operator views: report.html and its Great Expectations Data Docs.
+
+    report.html (one file, opens offline) shows the run's facts and contract results, a map of
+    the areas coloured by peak risk, the top windows, territory risk per hour and the
+    advisory counts. Data Docs are rebuilt under data_docs/ from contract_validations.json
+    (runs made before it existed get the report alone). The nightly run builds both.
+
+    Example: forewarn report-html --run .forewarn/runs/<run_id>
+    """
+    try:
+        cfg = _load(config)
+        if not (run / "run.json").is_file():
+            raise _Failure(f"{run} is not a finished run directory (no run.json)")
+        from serving.report_html import publish_run_views
+
+        views = publish_run_views(run, cfg.data_path(cfg.areas.counties_file))
+    except _known_errors() as exc:
+        _fail(exc)
+        return
+    typer.echo(f"report: {run / views.report}")
+    typer.echo(f"data docs: {run / views.data_docs}" if views.data_docs else
+               "data docs: none (the run has no contract_validations.json)")
+    typer.echo(f"built in {views.seconds:.1f} s")
+
+
 def _load(config: Path) -> Settings:
     """Settings without the input-data checks (advise reads a run directory, not sources)."""
     try:

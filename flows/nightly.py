@@ -22,6 +22,7 @@ from prefect.states import State
 
 from configs.settings import Settings
 from features.areas import read_counties
+from features.contracts import ContractResult
 from features.customers import generate_registry, read_customer_counts_checked
 from features.dataset import Dataset, build_dataset, weather_span
 from features.forecast_weather import ScoringWeather, scoring_weather
@@ -57,10 +58,12 @@ from serving.outbox import enqueue, read_history
 from serving.publish import (
     RunId,
     input_record,
+    sha256_file,
     write_advice_inputs,
     write_manifest,
     write_outputs,
 )
+from serving.report_html import RunViews, publish_run_views
 
 log = logging.getLogger(__name__)
 
@@ -101,24 +104,24 @@ def load_outages(cfg: Settings) -> OutageHistory:
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
-def load_weather(cfg: Settings, start: date, end: date) -> tuple[pd.DataFrame, dict]:
-    contract: dict = {}
+def load_weather(cfg: Settings, start: date, end: date
+                 ) -> tuple[pd.DataFrame, ContractResult | None]:
+    contract = None
     if cfg.weather.mode == "local":
-        _, result = convert_noaa_daily(
+        _, contract = convert_noaa_daily(
             cfg.data_path(cfg.weather.noaa_daily_file), cfg.mirror_dir, cfg.weather.station,
             years=range(start.year, end.year + 1), quarantine_dir=cfg.paths.quarantine_dir,
             max_quarantine_share=cfg.weather.max_quarantine_share,
         )
-        contract = result.to_dict()
     return load_daily_weather(cfg.weather, cfg.mirror_dir, start, end), contract
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
-def load_reference(cfg: Settings) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+def load_reference(cfg: Settings) -> tuple[pd.DataFrame, pd.DataFrame, ContractResult]:
     counts, result = read_customer_counts_checked(
         cfg.data_path(cfg.customers.counts_file), cfg.paths.quarantine_dir)
     counties = read_counties(cfg.data_path(cfg.areas.counties_file))
-    return counts, counties, result.to_dict()
+    return counts, counties, result
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
@@ -226,13 +229,12 @@ def apply_gate(decision: GateDecision, registered: dict[str, str], cfg: Settings
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
-def load_updates(cfg: Settings) -> tuple[UtilityUpdates | None, dict]:
+def load_updates(cfg: Settings) -> tuple[UtilityUpdates | None, ContractResult | None]:
     if not cfg.restoration.changelog_file:
-        return None, {}
-    updates, result = read_lgeku_changelog(
+        return None, None
+    return read_lgeku_changelog(
         cfg.data_path(cfg.restoration.changelog_file), cfg.paths.quarantine_dir,
         cfg.outages.max_quarantine_share)
-    return updates, result.to_dict()
 
 
 @task(cache_policy=NO_CACHE)
@@ -378,6 +380,15 @@ def publish_advice_inputs(run_dir: Path, areas: pd.DataFrame, restorations: pd.D
 
 
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
+def report(run_dir: Path, contracts: list[ContractResult], manifest: dict[str, Any],
+           cfg: Settings) -> RunViews:
+    """Data Docs of the run's contract validations and report.html, before run.json."""
+    records = [r for r in (c.validation_record() for c in contracts) if r is not None]
+    return publish_run_views(run_dir, cfg.data_path(cfg.areas.counties_file),
+                             validations=records, manifest=manifest)
+
+
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
 def finish(run_dir: Path, manifest: dict[str, Any]) -> Path:
     return write_manifest(run_dir, manifest)
 
@@ -438,7 +449,7 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
     restoration: dict[str, Any] = {"enabled": cfg.restoration.enabled}
     durations: DurationModel | None = None
     updates: UtilityUpdates | None = None
-    updates_contract: dict = {}
+    updates_contract: ContractResult | None = None
     state: GridState | None = None
     if cfg.restoration.enabled:
         with _stage(timings, "restoration_model"):
@@ -472,7 +483,8 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
         advisories = advise(windows, customers, sent, restorations, outages, issue, cfg)
         control = withheld(windows, customers, sent, issue, cfg)
         outbox = enqueue_advisories(advisories, cfg)
-    extra_contracts = [updates_contract] if cfg.restoration.enabled else []
+    contracts = [*history.contracts, *(c for c in (weather_contract, counts_contract,
+                                                   updates_contract) if c is not None)]
     if cfg.restoration.enabled and cfg.restoration.changelog_file:
         extra_inputs = [input_record(cfg.data_path(cfg.restoration.changelog_file))]
     else:
@@ -503,11 +515,8 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
            input_record(cfg.data_path(cfg.customers.counts_file)),
            input_record(cfg.data_path(cfg.areas.counties_file))] + extra_inputs
         + [input_record(p) for p in wx.files],
-        "contracts": [r.to_dict() for r in history.contracts]
-        + [c for c in (weather_contract, counts_contract, *extra_contracts) if c],
-        "quarantined_rows": sum(r.rows_quarantined for r in history.contracts)
-        + sum(c.get("rows_quarantined", 0)
-              for c in (weather_contract, counts_contract, *extra_contracts) if c),
+        "contracts": [c.to_dict() for c in contracts],
+        "quarantined_rows": sum(c.rows_quarantined for c in contracts),
         "restoration": restoration,
         "telemetry": telemetry,
         "weather_drivers": drivers_card,
@@ -523,6 +532,12 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
         "outputs": checksums,
         "timings_s": timings,
     }
+    with _stage(timings, "report"):  # the views are rebuilt by `forewarn report-html`
+        views = cast(RunViews, report(run_dir, contracts, manifest, cfg))
+    if views.validations:  # data; the HTML views are derived and rebuilt, so not checksummed
+        manifest["outputs"] = checksums | {
+            views.validations: sha256_file(run_dir / views.validations)}
+    manifest["views"] = {"report": views.report, "data_docs": views.data_docs}
     finish(run_dir, manifest)
     logger.info("run %s written to %s", run_id, run_dir)
     return manifest | {"run_dir": str(run_dir)}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from serving.publish import (
 REPORT_HTML = "report.html"
 DATA_DOCS_DIR = "data_docs"  # the run's Great Expectations Data Docs site (index.html)
 TEMPLATES_DIR = CONFIG_DIR / "templates" / "report"
-TOP_WINDOWS = 25  # windows shown in the table (ranked by expected customers)
+TOP_WINDOWS = 20  # windows shown in the table (ranked by expected customers)
 MAP_WIDTH = 900  # px of the map's drawing; its height follows the areas' extent
 TIMELINE_WIDTH, TIMELINE_HEIGHT = 900, 240
 NO_DATA_FILL = "#d9d9d9"  # an area with no hourly risk in the run
@@ -339,3 +340,53 @@ def shapes_needed(run_dir: Path) -> Sequence[str]:
     """Area ids a run's map draws: every area of its hourly risk."""
     ids = pd.read_parquet(Path(run_dir) / HOURLY_PARQUET, columns=["area_id"])["area_id"]
     return sorted(ids.astype(str).unique())
+
+
+VALIDATIONS_JSON = "contract_validations.json"  # the GX validation results Data Docs render
+
+
+@dataclass(frozen=True)
+class RunViews:
+    """What ``publish_run_views`` wrote into a run directory (names relative to it)."""
+
+    report: str
+    data_docs: str | None  # the Data Docs index page; None when the run has no validations
+    validations: str | None  # contract_validations.json, when written or found
+    seconds: float  # wall time of the whole build
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"report": self.report, "data_docs": self.data_docs,
+                "validations": self.validations, "seconds": self.seconds}
+
+
+def publish_run_views(run_dir: Path, counties_file: Path, *,
+                      validations: Sequence[dict] | None = None,
+                      manifest: Mapping[str, Any] | None = None) -> RunViews:
+    """The operator's views of a run: Great Expectations Data Docs of its contract
+    validations under ``data_docs/`` and ``report.html`` linking to them.
+
+    ``validations``: ``ContractResult.validation_record()``s of the run, saved to
+    ``contract_validations.json``; None rebuilds from that file (``forewarn report-html``),
+    and a run without it gets the report alone. ``counties_file``: the county polygons the
+    map draws (cell areas need none). ``manifest``: as in ``write_run_report``.
+    """
+    from features.areas import read_area_shapes
+    from features.contracts import write_data_docs
+    from serving.publish import write_json
+
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    saved = run_dir / VALIDATIONS_JSON
+    if validations is not None:
+        write_json(saved, {"validations": list(validations)})
+    records = (json.loads(saved.read_text(encoding="utf-8"))["validations"]
+               if saved.is_file() else [])
+    run_id = str((manifest or {}).get("run_id") or run_dir.name)
+    index = write_data_docs(records, run_dir / DATA_DOCS_DIR, run_id) if records else None
+    shapes = read_area_shapes(counties_file, shapes_needed(run_dir))
+    report = write_run_report(run_dir, shapes, manifest=manifest, data_docs=index)
+    return RunViews(
+        report=report.name,
+        data_docs=index.relative_to(run_dir).as_posix() if index else None,
+        validations=saved.name if saved.is_file() else None,
+        seconds=round(time.perf_counter() - started, 2))

@@ -229,8 +229,12 @@ def test_empty_run_still_draws_the_map_and_says_so(tmp_path, shapes) -> None:
     assert '<tr class="window"' not in dom
 
 
-def test_data_docs_of_a_real_check_are_linked_from_the_report(tmp_path, shapes) -> None:
-    from features.contracts import Rule, Suite, check, write_data_docs
+def test_data_docs_of_a_real_check_are_linked_from_the_report(tmp_path, data_dir) -> None:
+    from typer.testing import CliRunner
+
+    from features.contracts import Rule, Suite, check
+    from flows.cli import app
+    from serving.report_html import VALIDATIONS_JSON, publish_run_views
 
     frame = pd.DataFrame({"customers": [5, 12, -3, 40], "cause": ["Tree", "Tree", "Wind", "?"]})
     suite = Suite("test_events", ("customers", "cause"),
@@ -243,10 +247,32 @@ def test_data_docs_of_a_real_check_are_linked_from_the_report(tmp_path, shapes) 
                for r in record["validation"]["results"]}
     assert columns == {"customers", "cause"}  # real names, not GX's r0/r1
     run_dir = _write_run(tmp_path)
-    index = write_data_docs([record], run_dir / "data_docs", RUN_ID)
-    assert index == run_dir / "data_docs" / "index.html" and index.is_file()
-    [page] = (run_dir / "data_docs" / "validations" / "test_events" / RUN_ID).glob("*/events.csv.html")
+    counties = data_dir / "reference_geo" / "geojson-counties-fips.json"
+    views = publish_run_views(run_dir, counties, validations=[record])
+    assert (views.report, views.data_docs, views.validations) == (
+        REPORT_HTML, "data_docs/index.html", VALIDATIONS_JSON)
+    [page] = (run_dir / "data_docs" / "validations" / "test_events" / RUN_ID).glob(
+        "*/events.csv.html")
     text = page.read_text(encoding="utf-8")
-    assert "customers" in text and "cause" in text
-    report = write_run_report(run_dir, shapes, data_docs=index)
-    assert '<a href="data_docs/index.html">' in report.read_text(encoding="utf-8")
+    assert "customers" in text and "cause" in text and "-3.0" in text and RUN_ID in text
+    assert '<a href="data_docs/index.html">' in (run_dir / REPORT_HTML).read_text(
+        encoding="utf-8")
+
+    # `forewarn report-html` rebuilds both from the run directory alone
+    (run_dir / REPORT_HTML).unlink()
+    shutil.rmtree(run_dir / "data_docs")
+    out = CliRunner().invoke(app, ["report-html", "--run", str(run_dir)])
+    assert out.exit_code == 0, out.output
+    assert f"report: {run_dir / REPORT_HTML}" in out.output
+    assert (run_dir / "data_docs" / "index.html").is_file()
+    assert page.is_file()  # the same page: the validation keeps its run time
+    assert "Sat 1 Jul 05:00 CDT" in (run_dir / REPORT_HTML).read_text(encoding="utf-8")
+
+
+def test_report_html_cli_names_a_missing_run(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    out = CliRunner().invoke(app, ["report-html", "--run", str(tmp_path / "nope")])
+    assert out.exit_code == 2 and "not a finished run directory" in out.output
