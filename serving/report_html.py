@@ -240,13 +240,23 @@ def advisory_counts(lines: Iterable[str]) -> dict[str, Any]:
             "by_kind": table(kind)}
 
 
-def contract_rows(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per data contract of the run: suite, file name, rows, set aside, failed rules."""
+def contract_rows(manifest: Mapping[str, Any], docs_dir: Path | None = None
+                  ) -> list[dict[str, Any]]:
+    """One row per data contract of the run: suite, file name, rows, set aside, failed rules,
+    and its Data Docs validation page relative to the run directory (the parent of
+    ``docs_dir``) when there is one: GX's index lists its pages through a script from a CDN,
+    so offline the pages are reached from here."""
     rows = []
     for c in manifest.get("contracts") or []:
         failures = c.get("failures") or []
+        source = Path(str(c.get("source", ""))).name
+        page = None
+        if docs_dir is not None:
+            found = sorted((docs_dir / "validations" / str(c.get("suite", ""))).glob(
+                f"*/*/{source}.html"))
+            page = found[0].relative_to(docs_dir.parent).as_posix() if found else None
         rows.append({
-            "suite": c.get("suite", ""), "source": Path(str(c.get("source", ""))).name,
+            "suite": c.get("suite", ""), "source": source, "page": page,
             "rows_in": c.get("rows_in", 0), "rows_quarantined": c.get("rows_quarantined", 0),
             "rules": ", ".join(f"{f.get('column')}: {f.get('rule')} ({f.get('n_failed', 0)})"
                                for f in failures if f.get("column")),
@@ -313,7 +323,7 @@ def write_run_report(run_dir: Path, shapes: Mapping[str, AreaShape], *,
         "weather_source": manifest.get("weather_source", ""),
         "weather_note": manifest.get("weather_note", ""),
         "quarantined_rows": manifest.get("quarantined_rows", 0),
-        "contracts": contract_rows(manifest),
+        "contracts": contract_rows(manifest, run_dir / DATA_DOCS_DIR if docs_link else None),
         "data_docs": docs_link,
         "n_windows": len(windows),
         "windows": window_rows(windows, names, timezones, top_windows) if len(windows) else [],
@@ -376,12 +386,14 @@ def publish_run_views(run_dir: Path, counties_file: Path, *,
 
     started = time.perf_counter()
     run_dir = Path(run_dir)
+    if manifest is None:
+        manifest = json.loads((run_dir / MANIFEST_JSON).read_text(encoding="utf-8"))
     saved = run_dir / VALIDATIONS_JSON
     if validations is not None:
         write_json(saved, {"validations": list(validations)})
     records = (json.loads(saved.read_text(encoding="utf-8"))["validations"]
                if saved.is_file() else [])
-    run_id = str((manifest or {}).get("run_id") or run_dir.name)
+    run_id = str(manifest.get("run_id") or run_dir.name)
     index = write_data_docs(records, run_dir / DATA_DOCS_DIR, run_id) if records else None
     shapes = read_area_shapes(counties_file, shapes_needed(run_dir))
     report = write_run_report(run_dir, shapes, manifest=manifest, data_docs=index)

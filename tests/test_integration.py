@@ -82,6 +82,26 @@ def test_run_directory_holds_the_output_contract(two_runs, slice_settings):
     assert (hourly["weather_source"] == "replay").all()
 
 
+def test_run_report_and_data_docs_are_built_before_the_manifest(two_runs):
+    from serving.publish import sha256_file
+
+    first, _ = two_runs
+    run_dir = Path(first["run_dir"])
+    manifest = json.loads((run_dir / "run.json").read_text())
+    assert manifest["views"] == {"report": "report.html", "data_docs": "data_docs/index.html"}
+    assert "report" in manifest["timings_s"]
+    saved = json.loads((run_dir / "contract_validations.json").read_text())["validations"]
+    assert sorted(v["suite"] for v in saved) == sorted(c["suite"] for c in manifest["contracts"])
+    assert manifest["outputs"]["contract_validations.json"] == sha256_file(
+        run_dir / "contract_validations.json")
+    for suite in ("lgeku_events", "eaglei_mcc", "lgeku_changelog"):
+        assert list((run_dir / "data_docs" / "validations" / suite).rglob("*.html")), suite
+    report = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert len(re.findall(r'<path class="area" data-area-id="', report)) == len(AREAS)
+    assert report.count('<tr class="window"') == min(first["windows"], 20)
+    assert '<a href="data_docs/index.html">' in report and manifest["run_id"] in report
+
+
 def test_metrics_are_on_a_later_period_and_beside_climatology(two_runs):
     first, _ = two_runs
     metrics = json.loads((Path(first["run_dir"]) / "metrics.json").read_text())

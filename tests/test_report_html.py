@@ -247,6 +247,9 @@ def test_data_docs_of_a_real_check_are_linked_from_the_report(tmp_path, data_dir
                for r in record["validation"]["results"]}
     assert columns == {"customers", "cause"}  # real names, not GX's r0/r1
     run_dir = _write_run(tmp_path)
+    manifest = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    publish.write_manifest(run_dir, manifest | {
+        "contracts": [*manifest["contracts"], result.to_dict()]})
     counties = data_dir / "reference_geo" / "geojson-counties-fips.json"
     views = publish_run_views(run_dir, counties, validations=[record])
     assert (views.report, views.data_docs, views.validations) == (
@@ -255,8 +258,11 @@ def test_data_docs_of_a_real_check_are_linked_from_the_report(tmp_path, data_dir
         "*/events.csv.html")
     text = page.read_text(encoding="utf-8")
     assert "customers" in text and "cause" in text and "-3.0" in text and RUN_ID in text
-    assert '<a href="data_docs/index.html">' in (run_dir / REPORT_HTML).read_text(
-        encoding="utf-8")
+    report = (run_dir / REPORT_HTML).read_text(encoding="utf-8")
+    assert '<a href="data_docs/index.html">' in report
+    # a suite with a validation page links to it (GX's index needs a CDN script to list it)
+    [link] = re.findall(r'<a class="docs" href="([^"]+)">test_events</a>', report)
+    assert (run_dir / link).resolve() == page.resolve()
 
     # `forewarn report-html` rebuilds both from the run directory alone
     (run_dir / REPORT_HTML).unlink()
