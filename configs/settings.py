@@ -809,8 +809,8 @@ class DeploymentSettings(_Section):
 
     timezone: str = Field("UTC", description="IANA zone the cron strings are read in (DST-safe)")
     nightly_cron: str = Field(
-        "0 2 * * 1-6", description="nightly scoring run (the weekly retrain covers the other night)")
-    retrain_cron: str = Field("0 2 * * 0", description="weekly run that retrains, gates and scores")
+        "0 3 * * 1-6", description="nightly scoring run (the weekly retrain covers the other night)")
+    retrain_cron: str = Field("0 3 * * 0", description="weekly run that retrains, gates and scores")
     refresh_cron: str = Field("15 * * * *", description="hourly check for a newer forecast")
     nightly_retrain: bool = Field(
         False, description="whether the scheduled nightly run trains; false: it scores with the "
