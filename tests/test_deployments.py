@@ -273,3 +273,33 @@ def test_nightly_without_retrain_trains_only_when_no_champion_exists(
     hourly = [pd.read_parquet(Path(m["run_dir"]) / "risk_hourly.parquet") for m in
               (first, second)]
     pd.testing.assert_series_equal(hourly[0]["prob"], hourly[1]["prob"])
+
+
+# ------------------------------------------------------------------ the commands
+
+
+def test_deploy_refuses_in_one_line_without_a_prefect_server_and_both_commands_have_help():
+    import logging
+
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        result = CliRunner().invoke(app, ["deploy", "--config", str(PROFILE)],
+                                    env={"PREFECT_API_URL": ""})
+    finally:
+        for handler in [h for h in root.handlers if h not in before]:
+            root.removeHandler(handler)
+            handler.close()
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "forewarn: error: no Prefect server configured: schedules need one; start it with "
+        "`forewarn prefect-server`, then export PREFECT_API_URL=http://127.0.0.1:4200/api")
+    for command, example in (("deploy", "Example: PREFECT_API_URL=http://127.0.0.1:4200/api "
+                                        "forewarn deploy"),
+                             ("prefect-server", "Example: forewarn prefect-server")):
+        text = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"}).stdout
+        assert example in " ".join(text.split())
