@@ -267,7 +267,7 @@ def test_nightly_without_retrain_trains_only_when_no_champion_exists(
     assert second["model"]["gate"]["reasons"] == ["not retrained: champion v1 scores this run"]
     assert "train_and_evaluate" not in second["timings_s"]
     client = MlflowClient(tracking_uri=cfg.tracking_uri)
-    assert [v.version for v in client.search_model_versions("name='forewarn-risk'")] == ["1"]
+    assert [str(v.version) for v in client.search_model_versions("name='forewarn-risk'")] == ["1"]
     # the champion, scored on the same test rows, has the metrics it was trained with
     assert second["metrics_overall"] == pytest.approx(first["metrics_overall"])
     hourly = [pd.read_parquet(Path(m["run_dir"]) / "risk_hourly.parquet") for m in
