@@ -796,6 +796,50 @@ def subscriber_secret(sub: SubscriberSettings, environ: dict[str, str] | None = 
     return SecretStr(value) if value else None
 
 
+def _cron_fields(v: str) -> str:
+    if len(v.split()) != 5:
+        raise ValueError(f"{v!r} is not a 5-field cron (minute hour day month weekday)")
+    return v
+
+
+class DeploymentSettings(_Section):
+    """Scheduled Prefect deployments (``forewarn deploy``): when each job runs, in which time
+    zone, how many runs of one deployment may run at once, and how long an I/O task may take
+    before it counts as hung."""
+
+    timezone: str = Field("UTC", description="IANA zone the cron strings are read in (DST-safe)")
+    nightly_cron: str = Field(
+        "0 3 * * 1-6", description="nightly scoring run (the weekly retrain covers the other night)")
+    retrain_cron: str = Field("0 3 * * 0", description="weekly run that retrains, gates and scores")
+    refresh_cron: str = Field("15 * * * *", description="hourly check for a newer forecast")
+    nightly_retrain: bool = Field(
+        False, description="whether the scheduled nightly run trains; false: it scores with the "
+        "registered champion and trains only when there is none")
+    concurrency_limit: int = Field(
+        1, ge=1, description="runs of one deployment at once; later ones wait (refresh: skipped)")
+    io_timeout_s: float = Field(
+        1800, gt=0, description="seconds an I/O task attempt (read, write, registry) may take "
+        "before it fails as TimedOut (and is retried like any I/O failure)")
+    tags: tuple[str, ...] = ("forewarn",)
+
+    @field_validator("nightly_cron", "retrain_cron", "refresh_cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        return _cron_fields(v)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name such as "
+                             "America/New_York)") from exc
+        return v
+
+
 class MlflowSettings(_Section):
     tracking_uri: str | None = Field(None, description="default sqlite:///<home>/mlflow.db")
     experiment: str = "forewarn-risk"
@@ -824,6 +868,8 @@ class Settings(_Section):
     mlflow: MlflowSettings
     telemetry: TelemetrySettings = Field(default_factory=lambda: TelemetrySettings.model_validate({}))
     drivers: DriverSettings = Field(default_factory=lambda: DriverSettings.model_validate({}))
+    deployments: DeploymentSettings = Field(
+        default_factory=lambda: DeploymentSettings.model_validate({}))
 
     def data_path(self, relative: str) -> Path:
         return self.paths.data_dir / relative

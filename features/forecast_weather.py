@@ -143,13 +143,7 @@ def choose_forecast(cfg: ForecastSettings, data_dir: Path, as_of: pd.Timestamp
         raise ForecastRefused("missing", f"forecast: no files match {cfg.file_glob!r} in "
                               f"{directory}; hint: set forecast.directory and file_glob, or "
                               "forecast.use: replay")
-    specs = variables_from_settings(cfg)
-    grids: dict[Path, xr.Dataset] = {}
-    for path in files:
-        try:
-            grids[path] = read_forecast_file(path, specs)
-        except ContractError as exc:
-            raise ForecastRefused("implausible", f"forecast refused: {exc}") from exc
+    grids = _read_all(cfg, files)
     issues = {p: pd.DatetimeIndex(g[ISSUE].values).tz_localize("UTC") for p, g in grids.items()}
     every = pd.DatetimeIndex(sorted({t for idx in issues.values() for t in idx}))
     usable = every[every <= as_of]
@@ -178,6 +172,64 @@ def choose_forecast(cfg: ForecastSettings, data_dir: Path, as_of: pd.Timestamp
                               f"issued {_iso(newest)} cannot be combined: {exc}") from exc
     grid = grid.assign_attrs(sources=";".join(str(p) for p in chosen))
     return ChosenForecast(grid, chosen, newest, float(age_h), len(every))
+
+
+def _read_all(cfg: ForecastSettings, files: list[Path]) -> dict[Path, xr.Dataset]:
+    specs = variables_from_settings(cfg)
+    grids: dict[Path, xr.Dataset] = {}
+    for path in files:
+        try:
+            grids[path] = read_forecast_file(path, specs)
+        except ContractError as exc:
+            raise ForecastRefused("implausible", f"forecast refused: {exc}") from exc
+    return grids
+
+
+def forecast_issue_times(cfg: ForecastSettings, data_dir: Path) -> pd.DatetimeIndex:
+    """Every issue time (UTC, sorted) of the files of ``cfg.file_glob`` in the forecast
+    folder; empty when no file matches. A file the reader refuses raises ForecastRefused."""
+    files = sorted(forecast_directory(cfg, data_dir).glob(cfg.file_glob))
+    found = {t for g in _read_all(cfg, files).values()
+             for t in pd.DatetimeIndex(g[ISSUE].values).tz_localize("UTC")}
+    return pd.DatetimeIndex(sorted(found), tz="UTC")
+
+
+@dataclass(frozen=True)
+class RefreshDecision:
+    """Whether the hourly refresh rescores, and why (one line, for the log and the flow's
+    return value); issue times are ISO-8601 UTC."""
+
+    rescore: bool
+    reason: str
+    newest_issue_ts: str | None = None
+    last_issue_ts: str | None = None
+    last_run_id: str | None = None
+
+
+def decide_refresh(use: Literal["replay", "forecast"], issue_times: pd.DatetimeIndex,
+                   now: pd.Timestamp, last_manifest: dict[str, Any] | None) -> RefreshDecision:
+    """Rescore only when a forecast issued at or before ``now`` (UTC) is newer than the one
+    the latest finished run used (``last_manifest``, its run.json; None: no run yet). A run
+    that used no forecast (replay, or a refused forecast) counts as older than any forecast.
+    With ``use: replay`` nothing is ever rescored: replayed weather changes only with new
+    observations, which the nightly run reads."""
+    if use == "replay":
+        return RefreshDecision(False, "forecast.use is replay: no forecast scores the horizon, "
+                               "so a new one changes nothing; the nightly run rescores")
+    usable = issue_times[issue_times <= _utc(now)]
+    last_run = last_manifest.get("run_id") if last_manifest else None
+    last = (last_manifest or {}).get("forecast", {}).get("issue_ts")
+    if usable.empty:
+        return RefreshDecision(False, f"no forecast issued at or before {_iso(now)} in the "
+                               "forecast folder", None, last, last_run)
+    newest = _iso(usable.max())
+    if last is not None and usable.max() <= pd.Timestamp(last):
+        return RefreshDecision(False, f"no newer forecast: the newest, issued {newest}, is "
+                               f"the one run {last_run} used", newest, last, last_run)
+    used = f"issued {last}" if last else "no forecast"
+    since = f"run {last_run} used {used}" if last_run else "no run yet"
+    return RefreshDecision(True, f"forecast issued {newest} is newer ({since})", newest, last,
+                           last_run)
 
 
 def sample_chosen(chosen: ChosenForecast, areas: pd.DataFrame, cfg: ForecastSettings
@@ -388,7 +440,7 @@ def scoring_weather(cfg: ForecastSettings, data_dir: Path, areas: pd.DataFrame,
 
 
 __all__ = [
-    "ChosenForecast", "ForecastRefused", "ForecastWeather", "ScoringWeather", "choose_forecast",
-    "forecast_daily", "forecast_features", "horizon_days", "replay_covers", "sample_chosen",
-    "scoring_weather",
+    "ChosenForecast", "ForecastRefused", "ForecastWeather", "RefreshDecision", "ScoringWeather",
+    "choose_forecast", "decide_refresh", "forecast_daily", "forecast_features",
+    "forecast_issue_times", "horizon_days", "replay_covers", "sample_chosen", "scoring_weather",
 ]

@@ -463,6 +463,85 @@ def serve(
     uvicorn.run(api, host=host, port=port, log_level="info", access_log=True)
 
 
+PREFECT_PORT = 4200
+
+
+def _prefect_server_home(cfg: Settings) -> Path:
+    return (cfg.paths.home / "prefect-server").resolve()
+
+
+@app.command("prefect-server")
+def prefect_server(
+    config: ConfigOpt = Path("configs/kentucky.yaml"),
+    port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = PREFECT_PORT,
+) -> None:
+    """Start a local Prefect server (API, scheduler, UI) for the scheduled deployments.
+
+    Its database lives under <home>/prefect-server (PREFECT_HOME). Schedules need this real
+    server: the temporary one `forewarn nightly` starts cannot schedule runs. Leave it
+    running and, in another shell, export the API URL it prints and run `forewarn deploy`.
+
+    Example: forewarn prefect-server --config configs/kentucky.yaml --port 4200
+    """
+    try:
+        cfg = _setup(config, need_data=False)
+    except _known_errors() as exc:
+        _fail(exc)
+        return
+    home = _prefect_server_home(cfg)
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_API_URL": ""}
+    typer.echo(f"Prefect server on http://127.0.0.1:{port} (UI; database under {home}). In "
+               f"another shell:\n  export PREFECT_API_URL=http://127.0.0.1:{port}/api")
+    os.execvpe(sys.executable, [sys.executable, "-m", "prefect", "server", "start", "--host",
+                                "127.0.0.1", "--port", str(port)], env)
+
+
+def _prefect_api_url() -> str | None:
+    """The Prefect API the deployments would register with (PREFECT_API_URL, from the
+    environment or the Prefect profile); None when only a temporary server would be used."""
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url or None
+
+
+@app.command()
+def deploy(config: ConfigOpt = Path("configs/kentucky.yaml")) -> None:
+    """Serve the scheduled deployments: nightly, weekly retrain and hourly refresh.
+
+    Registers the three deployments (cron strings and time zone from the profile's
+    `deployments` section) with the Prefect server at PREFECT_API_URL and runs their
+    scheduled runs in this process until stopped (Ctrl-C pauses the schedules). Needs a
+    running server: start one with `forewarn prefect-server`.
+
+    Example: PREFECT_API_URL=http://127.0.0.1:4200/api forewarn deploy --config configs/kentucky.yaml
+    """
+    try:
+        cfg = _setup(config)
+        # runs start in child processes: pin the paths the settings resolved here
+        os.environ.setdefault("FOREWARN_HOME", str(cfg.paths.home.resolve()))
+        os.environ.setdefault("FOREWARN_DATA_DIR", str(cfg.paths.data_dir.resolve()))
+        url = _prefect_api_url()
+        if url is None:
+            raise _Failure("no Prefect server configured: schedules need one; start it with "
+                           "`forewarn prefect-server`, then export "
+                           f"PREFECT_API_URL=http://127.0.0.1:{PREFECT_PORT}/api")
+        from prefect import serve as prefect_serve
+
+        from flows.deployments import build_deployments
+
+        deployments = build_deployments(cfg, config)
+    except _known_errors() as exc:
+        _fail(exc)
+        return
+    d = cfg.deployments
+    typer.echo(f"serving {', '.join(x.name for x in deployments)} against {url}: nightly "
+               f"{d.nightly_cron!r}, weekly retrain {d.retrain_cron!r}, hourly refresh "
+               f"{d.refresh_cron!r} ({d.timezone}); Ctrl-C stops")
+    prefect_serve(*deployments)
+
+
 @app.command("notify-run")
 def notify_run(
     run: Annotated[Path, typer.Option("--run", help="a finished run directory (with run.json)")],

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 import pandas as pd
-from prefect import flow, get_run_logger, task
+from prefect import Task, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
@@ -66,6 +66,8 @@ from serving.publish import (
 from serving.report_html import RunViews, publish_run_views
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 WEATHER_NOTES = {
     "replay": "no forecast used: observed daily weather of the target days stands in for the "
@@ -275,6 +277,26 @@ def restoration_champion(cfg: Settings) -> tuple[DurationModel, str]:
     return load_champion(cfg.tracking_uri, cfg.restoration.model_name)
 
 
+@task(retries=1, retry_delay_seconds=5, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
+def restoration_champion_version(cfg: Settings) -> str | None:
+    """The registered restoration champion's version (None if there is none yet)."""
+    return alias_version(cfg.tracking_uri, cfg.restoration.model_name)
+
+
+@task(cache_policy=NO_CACHE)
+def grid_state(data: Dataset, updates: UtilityUpdates | None) -> GridState:
+    return GridState(data.events, updates)
+
+
+@task(cache_policy=NO_CACHE)
+def champion_metrics(model: RiskModel, data: Dataset, cfg: Settings) -> dict:
+    """The champion's metrics on this profile's test period (what metrics.json describes
+    when the run does not train)."""
+    metrics = evaluate_on_test_period(model, data, cfg.features, cfg.model)
+    metrics["training"] = {k: v for k, v in model.info.items() if k != "per_area_decisions"}
+    return metrics
+
+
 @task(cache_policy=NO_CACHE)
 def add_durations(model: DurationModel, windows: pd.DataFrame, data: Dataset, state: GridState,
                   weather: pd.DataFrame, as_of: pd.Timestamp, cfg: Settings) -> pd.DataFrame:
@@ -403,6 +425,12 @@ def _by_kind(advisories: list) -> dict[str, int]:
     return dict(sorted(kinds.items()))
 
 
+def _io(cfg: Settings, io_task: Task[P, R]) -> Task[P, R]:
+    """The I/O task with the configured per-attempt timeout (deployments.io_timeout_s); a
+    timed-out attempt is a TimeoutError, an OSError, so ``io_failure`` retries it."""
+    return io_task.with_options(timeout_seconds=cfg.deployments.io_timeout_s)
+
+
 @contextmanager
 def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
     t0 = time.perf_counter()
@@ -411,41 +439,59 @@ def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
 
 
 @flow(name="forewarn-nightly", log_prints=False)
-def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) -> dict[str, Any]:
-    """One nightly run: ranked risk windows for the next horizon, advisories enqueued, a model
-    in MLflow, and the output contract in a new run directory. Returns the manifest."""
+def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None,
+            retrain: bool = True) -> dict[str, Any]:
+    """One nightly run: ranked risk windows for the next horizon, advisories enqueued, and the
+    output contract in a new run directory. With ``retrain`` (the default of ``forewarn
+    nightly``) it trains a challenger, registers and gates it; without, it scores with the
+    registered champions and trains only a model that has none yet. Returns the manifest."""
     logger = get_run_logger()
     timings: dict[str, float] = {}
     with _stage(timings, "load_outages"):
-        history = load_outages(cfg)
+        history = _io(cfg, load_outages)(cfg)
     first, last = weather_span(history, cfg.model.horizon_h, cfg.weather.station.timezone)
     with _stage(timings, "load_weather"):
-        weather, weather_contract = load_weather(cfg, first, last)
+        weather, weather_contract = _io(cfg, load_weather)(cfg, first, last)
     with _stage(timings, "load_reference"):
-        counts, counties, counts_contract = load_reference(cfg)
+        counts, counties, counts_contract = _io(cfg, load_reference)(cfg)
     with _stage(timings, "telemetry"):
-        telemetry = telemetry_summary(cfg)
+        telemetry = _io(cfg, telemetry_summary)(cfg)
     with _stage(timings, "build_dataset"):
         data = assemble(history, counties, counts, weather, cfg)
     issue = cast(pd.Timestamp, issue_time(as_of, data, weather, cfg))
     with _stage(timings, "forecast"):  # before training: a refused forecast stops the run early
-        wx = cast(ScoringWeather, horizon_weather(data, weather, issue, cfg))
+        wx = cast(ScoringWeather, _io(cfg, horizon_weather)(data, weather, issue, cfg))
     timings |= wx.timings_s
     with _stage(timings, "weather_drivers"):
-        drivers_card = weather_drivers(cfg, weather, issue)
-    with _stage(timings, "train_and_evaluate"):
-        model, metrics = train(data, cfg)
-    with _stage(timings, "register"):
-        previous, previous_version = incumbent(cfg)
-        registered = register(model, metrics, data, cfg)
-    with _stage(timings, "gate"):
-        decision, previous_metrics = gate(model, metrics, registered, previous,
-                                          previous_version, data, cfg)
-        apply_gate(decision, registered, cfg)
-        logger.info("model gate: %s", "; ".join(decision.reasons))
-        scorer, version = champion(cfg)
-    if not decision.promote and previous_metrics is not None:
-        metrics = previous_metrics  # metrics.json describes the model in use
+        drivers_card = _io(cfg, weather_drivers)(cfg, weather, issue)
+    previous, previous_version = _io(cfg, incumbent)(cfg)
+    if retrain or previous is None:
+        if not retrain:
+            logger.info("no champion of %s registered yet: training one", cfg.mlflow.model_name)
+        with _stage(timings, "train_and_evaluate"):
+            model, metrics = train(data, cfg)
+        with _stage(timings, "register"):
+            registered = _io(cfg, register)(model, metrics, data, cfg)
+        with _stage(timings, "gate"):
+            decision, previous_metrics = gate(model, metrics, registered, previous,
+                                              previous_version, data, cfg)
+            _io(cfg, apply_gate)(decision, registered, cfg)
+            logger.info("model gate: %s", "; ".join(decision.reasons))
+            scorer, version = _io(cfg, champion)(cfg)
+        if not decision.promote and previous_metrics is not None:
+            metrics = previous_metrics  # metrics.json describes the model in use
+        model_record: dict[str, Any] = {
+            "retrained": True, "mlflow_run_id": registered["run_id"],
+            "challenger_version": registered["model_version"], "gate": decision.to_dict()}
+    else:
+        scorer, version = previous, cast(str, previous_version)
+        with _stage(timings, "evaluate_champion"):
+            metrics = champion_metrics(scorer, data, cfg)
+        logger.info("not retrained: scoring with champion %s v%s", cfg.mlflow.model_name,
+                    version)
+        model_record = {"retrained": False, "mlflow_run_id": None, "challenger_version": None,
+                        "gate": {"promote": False, "reasons": [
+                            f"not retrained: champion v{version} scores this run"]}}
     restoration: dict[str, Any] = {"enabled": cfg.restoration.enabled}
     durations: DurationModel | None = None
     updates: UtilityUpdates | None = None
@@ -453,15 +499,21 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
     state: GridState | None = None
     if cfg.restoration.enabled:
         with _stage(timings, "restoration_model"):
-            updates, updates_contract = load_updates(cfg)
-            duration_model, restoration_report, state = train_restoration(
-                data, updates, weather, cfg)
-            duration_registered = register_restoration(duration_model, restoration_report, cfg)
-            durations, duration_version = restoration_champion(cfg)
-        restoration |= {"model": cfg.restoration.model_name, "version": duration_version,
-                        "mlflow_run_id": duration_registered["run_id"],
-                        "first_report": restoration_report["headline_first_report"],
-                        "outages": restoration_report["outages"]}
+            updates, updates_contract = _io(cfg, load_updates)(cfg)
+            if retrain or _io(cfg, restoration_champion_version)(cfg) is None:
+                duration_model, restoration_report, state = train_restoration(
+                    data, updates, weather, cfg)
+                duration_registered = _io(cfg, register_restoration)(
+                    duration_model, restoration_report, cfg)
+                restoration |= {"retrained": True,
+                                "mlflow_run_id": duration_registered["run_id"],
+                                "first_report": restoration_report["headline_first_report"],
+                                "outages": restoration_report["outages"]}
+            else:
+                state = grid_state(data, updates)
+                restoration |= {"retrained": False}
+            durations, duration_version = _io(cfg, restoration_champion)(cfg)
+        restoration |= {"model": cfg.restoration.model_name, "version": duration_version}
     run_id = RunId.new(issue).value
     meta = {"model_version": version, "run_id": run_id, "weather_source": wx.source,
             "forecast_issue_ts": str(wx.record.get("issue_ts", "")),
@@ -477,12 +529,12 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
             restoration["open_outages_at_as_of"] = len(cast(pd.DataFrame, outages))
     with _stage(timings, "advise"):
         customers = customers_for(data, cfg)
-        save_contacts(customers, cfg)
+        _io(cfg, save_contacts)(customers, cfg)
         restorations = restored_outages(data, issue, cfg)
-        sent = sent_history(cfg)
+        sent = _io(cfg, sent_history)(cfg)
         advisories = advise(windows, customers, sent, restorations, outages, issue, cfg)
         control = withheld(windows, customers, sent, issue, cfg)
-        outbox = enqueue_advisories(advisories, cfg)
+        outbox = _io(cfg, enqueue_advisories)(advisories, cfg)
     contracts = [*history.contracts, *(c for c in (weather_contract, counts_contract,
                                                    updates_contract) if c is not None)]
     if cfg.restoration.enabled and cfg.restoration.changelog_file:
@@ -491,9 +543,9 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
         extra_inputs = []
     run_dir = (out or cfg.paths.runs_dir) / run_id
     with _stage(timings, "publish"):
-        checksums = publish(run_dir, windows, hourly, advisories,
-                            metrics | {"restoration": restoration}, meta, outages)
-        checksums |= publish_advice_inputs(run_dir, data.areas, restorations, control)
+        checksums = _io(cfg, publish)(run_dir, windows, hourly, advisories,
+                                      metrics | {"restoration": restoration}, meta, outages)
+        checksums |= _io(cfg, publish_advice_inputs)(run_dir, data.areas, restorations, control)
     manifest = {
         "run_id": run_id,
         "as_of": issue.isoformat(),
@@ -505,9 +557,7 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
             f" (forecast refused: {wx.record['reason']})" if "reason" in wx.record else ""),
         "forecast": wx.record,
         "model": {"name": cfg.mlflow.model_name, "version": version, "alias": "champion",
-                  "mlflow_run_id": registered["run_id"], "tracking_uri": cfg.tracking_uri,
-                  "challenger_version": registered["model_version"],
-                  "gate": decision.to_dict(),
+                  "tracking_uri": cfg.tracking_uri, **model_record,
                   "trained_through": str(scorer.info.get("train_end", cfg.model.train_end)),
                   "as_of_inside_training": bool(issue < pd.Timestamp(cfg.model.train_end))},
         "inputs": [input_record(p) for p in history.source_files]
@@ -533,11 +583,11 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None) ->
         "timings_s": timings,
     }
     with _stage(timings, "report"):  # the views are rebuilt by `forewarn report-html`
-        views = cast(RunViews, report(run_dir, contracts, manifest, cfg))
+        views = cast(RunViews, _io(cfg, report)(run_dir, contracts, manifest, cfg))
     if views.validations:  # data; the HTML views are derived and rebuilt, so not checksummed
         manifest["outputs"] = checksums | {
             views.validations: sha256_file(run_dir / views.validations)}
     manifest["views"] = {"report": views.report, "data_docs": views.data_docs}
-    finish(run_dir, manifest)
+    _io(cfg, finish)(run_dir, manifest)
     logger.info("run %s written to %s", run_id, run_dir)
     return manifest | {"run_dir": str(run_dir)}

@@ -168,6 +168,16 @@ def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> Path:
     return write_json(run_dir / MANIFEST_JSON, {"schema_version": SCHEMA_VERSION} | manifest)
 
 
+def latest_manifest(runs_dir: Path) -> dict[str, Any] | None:
+    """The run.json of the most recently created finished run under ``runs_dir`` (runs
+    without run.json are unfinished and skipped); None when there is none."""
+    manifests = [json.loads(p.read_text(encoding="utf-8"))
+                 for p in runs_dir.glob(f"*/{MANIFEST_JSON}")]
+    if not manifests:
+        return None
+    return max(manifests, key=lambda m: pd.Timestamp(m["created_utc"]))
+
+
 def read_windows(run_dir: Path) -> pd.DataFrame:
     """Risk windows of a finished run, drivers decoded."""
     frame = pd.read_parquet(run_dir / WINDOWS_PARQUET)
