@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from contact_leaks import Contacts, leaks_in_files
 
 from serving.privacy import ContactMaskFilter, mask_handlers, mask_log_text
-from tests.contact_leaks import Contacts, leaks_in_files
 
 PHONE, EMAIL, OPENID = "+1-202-555-0107", "syn-21067-000007@example.invalid", "oSYN21067000007"
 
