@@ -45,6 +45,7 @@ from features.columns import WEATHER_COLUMNS, WX_DATE, WX_PRCP, WX_SNOW, WX_TMAX
 from features.contracts import ContractResult, Rule, Suite, check
 
 log = logging.getLogger(__name__)
+progress = logging.getLogger("forewarn.progress.weather")  # see flows/progress.py
 
 # Raw NOAA file (dataset 8 of the shared data): M/D/YYYY local standard day, inches, °F.
 RAW_DATE = "date"
@@ -215,10 +216,13 @@ def convert_noaa_daily(
         show_columns=(RAW_DATE, *RAW_NUMERIC),
     )
     mirror = to_mirror_frame(passed)
-    written = [
-        write_mirror_year(rows, mirror_path(mirror_dir, int(year), station.id))
-        for year, rows in mirror.groupby("year", sort=True)
-    ]
+    years_found = mirror.groupby("year", sort=True)
+    written = []
+    for i, (year, rows) in enumerate(years_found):
+        progress.info("year %d", int(year), extra={"step": i, "steps": years_found.ngroups})
+        written.append(write_mirror_year(rows, mirror_path(mirror_dir, int(year), station.id)))
+    progress.info("%d years written", len(written),
+                  extra={"step": len(written), "steps": years_found.ngroups})
     log.info(
         "wrote %d meteostat daily files for station %s under %s",
         len(written),

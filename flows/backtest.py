@@ -29,6 +29,7 @@ from models.split import Fold, rolling_origin_folds
 from serving.publish import write_json
 
 log = logging.getLogger(__name__)
+progress = logging.getLogger("forewarn.progress.backtest")  # see flows/progress.py
 
 
 @task(cache_policy=NO_CACHE)
@@ -81,13 +82,21 @@ def backtest(cfg: Settings, start: pd.Timestamp, end: pd.Timestamp, out: Path
     MLflow run with one nested run per fold. Returns the metrics and the MLflow run id."""
     folds = rolling_origin_folds(pd.Timestamp(cfg.model.train_start), start, end,
                                  cfg.backtest.fold_days)
+    steps = len(folds) + 1
+    progress.info("load and check the sources", extra={"step": 0, "steps": steps})
     history = load_outages(cfg)
     first, last = weather_span(history, cfg.model.horizon_h, cfg.weather.station.timezone)
     weather, _ = load_weather(cfg, first, last)
     counts, counties, _ = load_reference(cfg)
     data = assemble(history, counties, counts, weather, cfg)
-    results = [fold_task(data, fold, cfg) for fold in folds]
+    results = []
+    for i, fold in enumerate(folds):
+        progress.info("fold %d of %d (%s to %s)", i + 1, len(folds), f"{fold.start:%Y-%m-%d}",
+                      f"{fold.end:%Y-%m-%d}", extra={"step": i, "steps": steps})
+        results.append(fold_task(data, fold, cfg))
+    progress.info("scores, plots and MLflow runs", extra={"step": len(folds), "steps": steps})
     metrics = summary_task(results, data, folds[0], cfg)
     plots = write_task(out, metrics)
     run_id = mlflow_task(metrics, plots, folds, cfg)
+    progress.info("done", extra={"step": steps, "steps": steps})
     return {"metrics": metrics, "mlflow_run_id": run_id, "out": str(out)}

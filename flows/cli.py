@@ -11,12 +11,55 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
+from typer import _click  # the click typer ships and builds its commands with
+from typer.core import TyperGroup
 
 from configs.settings import Settings, SettingsError, load_settings, tool_environment
+from flows.progress import console_handlers, progress_bars, wants_bars
+from serving.privacy import mask_handlers
+
+
+def _reflow(text: str | None) -> str | None:
+    """Help text with the source's line wrapping undone inside each paragraph (typer's rich
+    mode keeps single line breaks, which break lines mid-sentence on a narrow terminal);
+    paragraphs whose lines are indented (lists, examples) stay as written."""
+    if not text:
+        return text
+    paragraphs = []
+    for paragraph in text.strip("\n").split("\n\n"):
+        lines = paragraph.splitlines()
+        indented = any(line[:1].isspace() for line in lines[1:])
+        paragraphs.append(paragraph if indented else " ".join(ln.strip() for ln in lines))
+    return "\n\n".join(paragraphs)
+
+
+class _Commands(TyperGroup):
+    """The forewarn command group: every command's help and epilog reflowed for the terminal
+    (commands added later get the same treatment)."""
+
+    def get_command(self, ctx: _click.Context, cmd_name: str) -> _click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            command.help = _reflow(command.help)
+            command.epilog = _reflow(command.epilog)
+        return command
+
+
+def examples(*commands: str) -> str:
+    """A command's epilog: "Examples" and one command line per line (rich markup escaped,
+    so "[--feedback replies.csv]" prints as written)."""
+    return "[b]Examples[/b]\n" + "\n".join(f"  {escape(c)}" for c in commands)
+
 
 app = typer.Typer(
     name="forewarn",
     help="Forecast where the grid will lose power and warn the customers there before it does.",
+    epilog=examples("forewarn nightly --config configs/kentucky.yaml --as-of 2023-07-01T00:00:00Z",
+                    "forewarn COMMAND --help   (options and examples of one command)"),
+    cls=_Commands,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -24,6 +67,9 @@ app = typer.Typer(
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="profile YAML, e.g. "
                                          "configs/kentucky.yaml (merged over configs/base.yaml)")]
+QuietOpt = Annotated[bool, typer.Option(
+    "--quiet", "-q", help="no progress bars, and only warnings and errors on the console (the "
+    "log file under <home>/logs has everything); bars show only when stderr is a terminal")]
 
 
 class _Failure(Exception):
@@ -34,7 +80,7 @@ def _one_line(exc: BaseException) -> str:
     return re.sub(r"\s*\n\s*", "; ", str(exc)).strip()
 
 
-def _setup(config: Path, need_data: bool = True) -> Settings:
+def _setup(config: Path, need_data: bool = True, quiet: bool = False) -> Settings:
     try:
         cfg = load_settings(config)
     except SettingsError as exc:
@@ -45,18 +91,37 @@ def _setup(config: Path, need_data: bool = True) -> Settings:
     for key, value in tool_environment(cfg).items():
         os.environ.setdefault(key, value)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log_file = cfg.paths.home / "logs" / "forewarn.log"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    full = logging.FileHandler(log_file, encoding="utf-8")
-    full.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().handlers.insert(0, full)  # before the console strips tracebacks
-    failures = logging.getLogger("forewarn.failures")
-    failures.propagate = False
-    failures.addHandler(full)
+    log_to_file(cfg.paths.home)
+    _mask_contacts_in_logs()
+    if quiet:
+        for handler in console_handlers():
+            handler.setLevel(max(handler.level, logging.WARNING))
     for noisy in ("great_expectations", "great_expectations.data_context.types.base", "alembic",
                   "mlflow", "httpx", "distributed"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return cfg
+
+
+def log_to_file(home: Path) -> logging.FileHandler:
+    """Log everything to <home>/logs/forewarn.log, tracebacks included, with contact details
+    masked (serving.privacy); also the handler of ``forewarn.failures``. Returns the handler."""
+    log_file = home / "logs" / "forewarn.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    full = logging.FileHandler(log_file, encoding="utf-8")
+    full.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    mask_handlers(full)
+    logging.getLogger().handlers.insert(0, full)  # before the console strips tracebacks
+    failures = logging.getLogger("forewarn.failures")
+    failures.propagate = False
+    failures.addHandler(full)
+    return full
+
+
+def _mask_contacts_in_logs() -> None:
+    """Defence in depth: every handler the CLI's logs reach (console, file, Prefect's API
+    handlers once Prefect is imported) masks e-mail addresses, phone numbers and WeChat ids."""
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs", "forewarn.failures"):
+        mask_handlers(*logging.getLogger(name).handlers)
 
 
 def _check_inputs(cfg: Settings, config: Path) -> None:
@@ -82,6 +147,7 @@ class _NoTraceback(logging.Filter):
 def _tracebacks_to_file_only() -> None:
     """Prefect logs failed task and flow runs with their traceback on the console; keep the
     console to one line per failure (the full text is in <home>/logs/forewarn.log)."""
+    _mask_contacts_in_logs()
     strip = _NoTraceback()
     for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
         for handler in logging.getLogger(name).handlers:
@@ -106,7 +172,10 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     return (_Failure, ContractError, SettingsError, ValueError, FileNotFoundError, KeyError)
 
 
-@app.command()
+@app.command(epilog=examples(
+    "forewarn nightly --config configs/kentucky.yaml --as-of 2023-07-01T00:00:00Z",
+    "forewarn nightly   (the latest as-of with history and weather for the whole horizon)",
+    "forewarn nightly --as-of 2023-03-02T12:00:00Z --out /tmp/runs --quiet"))
 def nightly(
     config: ConfigOpt = Path("configs/kentucky.yaml"),
     as_of: Annotated[str | None, typer.Option(
@@ -114,22 +183,23 @@ def nightly(
         "latest time with outage history and weather for the whole horizon")] = None,
     out: Annotated[Path | None, typer.Option(
         "--out", help="parent folder of the run directory (default <home>/runs)")] = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run the nightly job: check, train, score 72 h, write windows and advisories.
 
     Reads and checks the sources, trains and evaluates the model against climatology on a
     later period, registers it in MLflow, scores the horizon, and writes the run directory.
-
-    Example: forewarn nightly --config configs/kentucky.yaml --as-of 2023-07-01T00:00:00Z
+    On a terminal a progress bar advances stage by stage.
     """
     try:
-        cfg = _setup(config)
+        cfg = _setup(config, quiet=quiet)
         if as_of is not None:
             as_of = _check_as_of(as_of)
         from flows.nightly import nightly as nightly_flow
 
         _tracebacks_to_file_only()
-        manifest = nightly_flow(cfg, as_of=as_of, out=out)
+        with progress_bars(wants_bars(quiet)):
+            manifest = nightly_flow(cfg, as_of=as_of, out=out)
     except _known_errors() as exc:
         _fail(exc)
         return
@@ -185,7 +255,9 @@ def _report(m: dict[str, Any]) -> None:
     typer.echo("\n".join(lines))
 
 
-@app.command()
+@app.command(epilog=examples(
+    "forewarn backtest --config configs/kentucky.yaml --start 2023-01-01 --end 2024-01-01",
+    "forewarn backtest --start 2022-01-01 --end 2023-01-01 --out /tmp/backtest-2022"))
 def backtest(
     start: Annotated[str, typer.Option("--start", help="first day of the first fold, UTC")],
     end: Annotated[str, typer.Option("--end", help="end of the last fold (exclusive), UTC")],
@@ -193,24 +265,25 @@ def backtest(
     out: Annotated[Path | None, typer.Option(
         "--out", help="folder for metrics.json and the plots (default <home>/backtests/...)")
     ] = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Rolling-origin backtest: train before each fold, predict it, score beside baselines.
 
     Folds of backtest.fold_days days cover [start, end); each trains on everything from
     model.train_start to its own start. Writes metrics.json (per fold and overall, by lead
     time and season, daily ranking, big days, reliability) and plots, and logs a parent
-    MLflow run with one nested run per fold.
-
-    Example: forewarn backtest --config configs/kentucky.yaml --start 2023-01-01 --end 2024-01-01
+    MLflow run with one nested run per fold. On a terminal a progress bar advances fold by
+    fold.
     """
     try:
-        cfg = _setup(config)
+        cfg = _setup(config, quiet=quiet)
         lo, hi = _utc_day(start, "--start"), _utc_day(end, "--end")
         from flows.backtest import backtest as backtest_flow
 
         _tracebacks_to_file_only()
         target = out or cfg.paths.home / "backtests" / f"{lo:%Y%m%d}-{hi:%Y%m%d}"
-        result = backtest_flow(cfg, lo, hi, target)
+        with progress_bars(wants_bars(quiet)):
+            result = backtest_flow(cfg, lo, hi, target)
     except _known_errors() as exc:
         _fail(exc)
         return
@@ -249,7 +322,9 @@ def _utc_day(text: str, flag: str) -> Any:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-@app.command()
+@app.command(epilog=examples(
+    "forewarn advise --run .forewarn/runs/<run_id>",
+    "forewarn advise --run .forewarn/runs/<run_id> --feedback replies.csv"))
 def advise(
     run: Annotated[Path, typer.Option("--run", help="a finished run directory written by "
                                       "`forewarn nightly` (holds run.json)")],
@@ -263,8 +338,6 @@ def advise(
     Applies the advisory policy (configs/policy.yaml) to the run's risk windows, the customer
     registry and what the outbox already holds, and enqueues the new messages. A second call
     for the same run enqueues nothing.
-
-    Example: forewarn advise --run .forewarn/runs/20230701T0000Z-...
     """
     try:
         cfg = _load(config)
@@ -277,7 +350,9 @@ def advise(
     typer.echo(json.dumps(summary, indent=2))
 
 
-@app.command()
+@app.command(epilog=examples(
+    "forewarn report --run .forewarn/runs/<run_id>",
+    "forewarn report --run .forewarn/runs/<run_id> --feedback replies.csv"))
 def report(
     run: Annotated[Path, typer.Option("--run", help="a finished run directory")],
     feedback: Annotated[Path | None, typer.Option(
@@ -290,8 +365,6 @@ def report(
     Joins the run's advisories with the outages that followed (outage history), customer
     feedback, delivery states in the outbox and the control group; writes
     advice_report.json into the run directory and prints it.
-
-    Example: forewarn report --run .forewarn/runs/<run_id> --feedback replies.csv
     """
     try:
         cfg = _setup(config)
@@ -304,7 +377,9 @@ def report(
     typer.echo(json.dumps({k: v for k, v in result.items() if k != "per_event"}, indent=2))
 
 
-@app.command("report-html")
+@app.command("report-html", epilog=examples(
+    "forewarn report-html --run .forewarn/runs/<run_id>",
+    "xdg-open .forewarn/runs/<run_id>/report.html"))
 def report_html(
     run: Annotated[Path, typer.Option("--run", help="a finished run directory (with run.json)")],
     config: ConfigOpt = Path("configs/kentucky.yaml"),
@@ -315,8 +390,6 @@ def report_html(
     the areas coloured by peak risk, the top windows, territory risk per hour and the
     advisory counts. Data Docs are rebuilt under data_docs/ from contract_validations.json
     (runs made before it existed get the report alone). The nightly run builds both.
-
-    Example: forewarn report-html --run .forewarn/runs/<run_id>
     """
     try:
         cfg = _load(config)
@@ -344,28 +417,31 @@ def _load(config: Path) -> Settings:
     return cfg
 
 
-@app.command("weather-mirror")
+@app.command("weather-mirror", epilog=examples(
+    "forewarn weather-mirror --config configs/kentucky.yaml --start-year 2019",
+    "forewarn weather-mirror --start-year 2022 --end-year 2023 --quiet"))
 def weather_mirror(
     config: ConfigOpt = Path("configs/kentucky.yaml"),
     start_year: Annotated[int, typer.Option(help="first year to convert")] = 1900,
     end_year: Annotated[int, typer.Option(help="last year to convert")] = 2100,
+    quiet: QuietOpt = False,
 ) -> None:
     """Convert the NOAA daily station file into a local meteostat mirror.
 
     Writes meteostat's own layout, <home>/meteostat/daily/{year}/{station}.csv.gz, so that
-    meteostat reads it with no network.
-
-    Example: forewarn weather-mirror --config configs/kentucky.yaml --start-year 2019
+    meteostat reads it with no network. On a terminal a progress bar advances year by year.
     """
     try:
-        cfg = _setup(config)
+        cfg = _setup(config, quiet=quiet)
         from features.weather import convert_noaa_daily
 
-        files, result = convert_noaa_daily(
-            cfg.data_path(cfg.weather.noaa_daily_file), cfg.mirror_dir, cfg.weather.station,
-            years=range(start_year, end_year + 1), quarantine_dir=cfg.paths.quarantine_dir,
-            max_quarantine_share=cfg.weather.max_quarantine_share,
-        )
+        with progress_bars(wants_bars(quiet)):
+            files, result = convert_noaa_daily(
+                cfg.data_path(cfg.weather.noaa_daily_file), cfg.mirror_dir,
+                cfg.weather.station, years=range(start_year, end_year + 1),
+                quarantine_dir=cfg.paths.quarantine_dir,
+                max_quarantine_share=cfg.weather.max_quarantine_share,
+            )
     except _known_errors() as exc:
         _fail(exc)
         return
@@ -373,7 +449,10 @@ def weather_mirror(
                            "contract": result.to_dict()}, indent=2, default=str))
 
 
-@app.command()
+@app.command(epilog=examples(
+    "forewarn dispatch --config configs/kentucky.yaml --dry-run",
+    "forewarn dispatch --limit 500",
+    "FOREWARN_TWILIO_ACCOUNT_SID=... FOREWARN_TWILIO_AUTH_TOKEN=... forewarn dispatch --quiet"))
 def dispatch(
     config: ConfigOpt = Path("configs/kentucky.yaml"),
     dry_run: Annotated[bool, typer.Option(
@@ -384,19 +463,19 @@ def dispatch(
     customers: Annotated[Path | None, typer.Option(
         "--customers", help="customer registry (Parquet) for the contact book; default "
         "<home>/customers.parquet, written by `forewarn nightly`")] = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Send what is due in the outbox; safe to repeat, also beside another dispatcher.
 
     Claims due rows, sends each on the customer's channel (falling back along the chain,
     escalating critical customers until they acknowledge), and records the outcome. Provider
     endpoints and rate limits come from the profile; credentials from FOREWARN_* variables.
-
-    Example: forewarn dispatch --config configs/kentucky.yaml --dry-run
+    On a terminal a progress bar counts the messages handled of those due.
     """
     try:
         if limit is not None and limit < 1:
             raise _Failure(f"--limit must be at least 1, got {limit}")
-        cfg = _setup(config, need_data=False)
+        cfg = _setup(config, need_data=False, quiet=quiet)
         from configs.settings import channel_secrets
         from serving.channels import build_channels
         from serving.contacts import RegistryContactBook
@@ -417,7 +496,8 @@ def dispatch(
                                                         reason)
         dispatcher = Dispatcher(url, cfg.dispatch, channels, book, cfg.channels)
         try:
-            report = dispatcher.run(limit=limit)
+            with progress_bars(wants_bars(quiet)):
+                report = dispatcher.run(limit=limit)
         finally:
             dispatcher.close()
             for channel in channels.values():
@@ -430,7 +510,9 @@ def dispatch(
                            "unavailable_channels": sorted(unavailable)}, indent=2))
 
 
-@app.command()
+@app.command(epilog=examples(
+    "FOREWARN_API_TOKENS=notifier:$(openssl rand -hex 24):read forewarn serve --port 8000",
+    "forewarn serve --host 0.0.0.0 --port 8080   (behind a proxy only)"))
 def serve(
     config: ConfigOpt = Path("configs/kentucky.yaml"),
     host: Annotated[str, typer.Option(help="interface to listen on (keep 127.0.0.1 behind a "
@@ -441,8 +523,6 @@ def serve(
 
     Serves the runs under <home>/runs and writes feedback and acknowledgements to the outbox
     database. Bearer tokens come from FOREWARN_API_TOKENS="name:token:read+write,...".
-
-    Example: FOREWARN_API_TOKENS=notifier:$(openssl rand -hex 24):read forewarn serve --port 8000
     """
     try:
         cfg = _setup(config, need_data=False)
@@ -470,7 +550,8 @@ def _prefect_server_home(cfg: Settings) -> Path:
     return (cfg.paths.home / "prefect-server").resolve()
 
 
-@app.command("prefect-server")
+@app.command("prefect-server", epilog=examples(
+    "forewarn prefect-server --config configs/kentucky.yaml --port 4200"))
 def prefect_server(
     config: ConfigOpt = Path("configs/kentucky.yaml"),
     port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = PREFECT_PORT,
@@ -480,8 +561,6 @@ def prefect_server(
     Its database lives under <home>/prefect-server (PREFECT_HOME). Schedules need this real
     server: the temporary one `forewarn nightly` starts cannot schedule runs. Leave it
     running and, in another shell, export the API URL it prints and run `forewarn deploy`.
-
-    Example: forewarn prefect-server --config configs/kentucky.yaml --port 4200
     """
     try:
         cfg = _setup(config, need_data=False)
@@ -506,7 +585,10 @@ def _prefect_api_url() -> str | None:
     return get_current_settings().api.url or None
 
 
-@app.command()
+@app.command(epilog=examples(
+    "forewarn prefect-server &",
+    "export PREFECT_API_URL=http://127.0.0.1:4200/api",
+    "forewarn deploy --config configs/kentucky.yaml"))
 def deploy(config: ConfigOpt = Path("configs/kentucky.yaml")) -> None:
     """Serve the scheduled deployments: nightly, weekly retrain and hourly refresh.
 
@@ -514,8 +596,6 @@ def deploy(config: ConfigOpt = Path("configs/kentucky.yaml")) -> None:
     `deployments` section) with the Prefect server at PREFECT_API_URL and runs their
     scheduled runs in this process until stopped (Ctrl-C pauses the schedules). Needs a
     running server: start one with `forewarn prefect-server`.
-
-    Example: PREFECT_API_URL=http://127.0.0.1:4200/api forewarn deploy --config configs/kentucky.yaml
     """
     try:
         cfg = _setup(config)
@@ -542,14 +622,15 @@ def deploy(config: ConfigOpt = Path("configs/kentucky.yaml")) -> None:
     prefect_serve(*deployments)
 
 
-@app.command("notify-run")
+@app.command("notify-run", epilog=examples(
+    "forewarn notify-run --run .forewarn/runs/20230701T0000Z-20261203T171500Z-a1b2c3"))
 def notify_run(
     run: Annotated[Path, typer.Option("--run", help="a finished run directory (with run.json)")],
     config: ConfigOpt = Path("configs/kentucky.yaml"),
 ) -> None:
     """Send the signed run-published CloudEvent to every subscriber in api.subscribers.
 
-    Example: forewarn notify-run --run .forewarn/runs/20230701T0000Z-20261203T171500Z-a1b2c3
+    Exit code 1 when a delivery failed for good.
     """
     try:
         cfg = _setup(config, need_data=False)
@@ -566,15 +647,13 @@ def notify_run(
         raise typer.Exit(code=1)
 
 
-@app.command()
+@app.command(epilog=examples(
+    "forewarn ui --port 5000   (then open http://127.0.0.1:5000)"))
 def ui(
     config: ConfigOpt = Path("configs/kentucky.yaml"),
     port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000,
 ) -> None:
-    """Start the MLflow UI on 127.0.0.1 against the product's tracking store.
-
-    Example: forewarn ui --port 5000, then open http://127.0.0.1:5000
-    """
+    """Start the MLflow UI on 127.0.0.1 against the product's tracking store."""
     try:
         cfg = _setup(config)
     except _known_errors() as exc:

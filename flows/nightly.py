@@ -68,6 +68,12 @@ from serving.report_html import RunViews, publish_run_views
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
+progress = logging.getLogger("forewarn.progress.nightly")  # see flows/progress.py
+
+# the flow's stages in the order it runs them (progress: "stage 8 of 14")
+STAGES = ("load_outages", "load_weather", "load_reference", "telemetry", "build_dataset",
+          "forecast", "weather_drivers", "train_and_evaluate", "register", "gate",
+          "restoration_model", "score", "advise", "publish", "report")
 
 WEATHER_NOTES = {
     "replay": "no forecast used: observed daily weather of the target days stands in for the "
@@ -433,6 +439,11 @@ def _io(cfg: Settings, io_task: Task[P, R]) -> Task[P, R]:
 
 @contextmanager
 def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Time one stage into ``timings`` (seconds) and report it as progress."""
+    if name in STAGES:
+        step = STAGES.index(name)
+        progress.info("stage %d of %d: %s", step + 1, len(STAGES), name.replace("_", " "),
+                      extra={"step": step, "steps": len(STAGES)})
     t0 = time.perf_counter()
     yield
     timings[name] = round(time.perf_counter() - t0, 2)
@@ -589,5 +600,6 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None,
             views.validations: sha256_file(run_dir / views.validations)}
     manifest["views"] = {"report": views.report, "data_docs": views.data_docs}
     _io(cfg, finish)(run_dir, manifest)
+    progress.info("run written", extra={"step": len(STAGES), "steps": len(STAGES)})
     logger.info("run %s written to %s", run_id, run_dir)
     return manifest | {"run_dir": str(run_dir)}

@@ -74,6 +74,7 @@ from serving.contacts import ContactBook
 from serving.outbox import deliveries, ensure_schema, open_engine, outbox
 
 log = logging.getLogger(__name__)
+progress = logging.getLogger("forewarn.progress.dispatch")  # see flows/progress.py
 
 CONTENT_ALIASES = {"push": "app_push"}  # payload content names -> dispatch channel names
 META_FIELDS = ("advisory_id", "kind", "customer_id", "segment", "run_id", "area_id",
@@ -302,6 +303,9 @@ class Dispatcher:
         """Claim and send due rows, batch after batch, until none is due or ``limit`` rows
         were claimed. Safe to run again at any time, also beside another dispatcher."""
         report = DispatchReport()
+        due = self.due_count()
+        due = due if limit is None else min(due, limit)
+        progress.info("%d messages due", due, extra={"step": 0, "steps": due})
         while limit is None or report.claimed < limit:
             size = self.cfg.batch_size if limit is None else min(
                 self.cfg.batch_size, limit - report.claimed)
@@ -310,7 +314,16 @@ class Dispatcher:
                 break
             report.claimed += len(batch)
             self.process(batch, report)
+            due = max(due, report.claimed)  # rows that fell due while sending
+            progress.info("%d sent, %d handled of %d due", report.sent, report.claimed, due,
+                          extra={"step": report.claimed, "steps": due})
         return report
+
+    def due_count(self) -> int:
+        """Rows due now (see :func:`due_clause`)."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(outbox).where(
+                due_clause(self.clock.now()))).scalar_one())
 
     def claim(self, size: int) -> list[_Claimed]:
         """Atomically take up to ``size`` due rows into 'sending' under a new claim token:

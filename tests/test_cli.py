@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from configs.settings import Settings, load_settings
@@ -83,8 +84,47 @@ def test_console_script_help_lists_the_subcommands() -> None:
 def test_nightly_help_lists_its_options() -> None:
     result = CliRunner().invoke(app, ["nightly", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    for option in ("--config", "--as-of", "--out", "configs/kentucky.yaml"):
+    for option in ("--config", "--as-of", "--out", "--quiet", "configs/kentucky.yaml"):
         assert option in result.output
+
+
+def _commands() -> list[str]:
+    """Every command registered on the app, including those added after this test was
+    written (read from the click group typer builds, not from a list kept here)."""
+    return sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+
+
+def test_the_app_has_the_known_commands() -> None:
+    assert set(_commands()) >= {"nightly", "backtest", "advise", "report", "weather-mirror",
+                                "dispatch", "serve", "notify-run", "ui"}
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_every_command_has_help_with_an_example(command: str) -> None:
+    for flag in ("--help", "-h"):
+        result = CliRunner().invoke(app, [command, flag], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        text = result.output
+        assert f"Usage: forewarn {command}" in text
+        assert "Example" in text, f"`forewarn {command} --help` shows no example"
+        example = text[text.index("Example"):]
+        assert f"forewarn {command}" in example  # the example runs this very command
+        # rich markup rendered, not printed; literal brackets in examples survive
+        assert "[b]" not in text and "[/b]" not in text
+
+
+def test_help_paragraphs_are_not_broken_mid_sentence() -> None:
+    """Docstrings are wrapped at 95 columns in the source; the help flows them to the
+    terminal's width instead of keeping those breaks."""
+    result = CliRunner().invoke(app, ["nightly", "--help"], env={"COLUMNS": "200"})
+    assert "Reads and checks the sources, trains and evaluates the model against climatology " \
+           "on a later period" in result.output
+
+
+def test_top_level_help_has_an_example() -> None:
+    result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "Examples" in result.output and "forewarn COMMAND --help" in result.output
 
 
 # --- the loading task on broken copies (function level) ---------------------------------------
@@ -131,7 +171,8 @@ def cli_logging(data: Path):
     for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs", "forewarn.failures"):
         logger = logging.getLogger(name)
         for handler in list(logger.handlers):
-            for flt in [f for f in handler.filters if type(f).__module__ == "flows.cli"]:
+            for flt in [f for f in handler.filters
+                        if type(f).__module__ in ("flows.cli", "serving.privacy")]:
                 handler.removeFilter(flt)
             if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).is_relative_to(
                     data.parent):
@@ -252,3 +293,45 @@ def test_weather_mirror_command_writes_meteostat_files(tmp_path, data_dir):
     assert report["contract"]["rows_quarantined"] == 0
     files = sorted((tmp_path / "home" / "meteostat" / "daily").glob("*/72422.csv.gz"))
     assert [f.parent.name for f in files] == ["2022", "2023"]
+
+
+@pytest.fixture()
+def home_logging(tmp_path: Path):
+    """Undo what an in-process CLI run does to process-wide logging under ``tmp_path``:
+    its log file handler, contact masks, and console levels raised by --quiet."""
+    from flows.progress import console_handlers
+
+    levels = {h: h.level for h in console_handlers()}
+    yield
+    for h, level in levels.items():
+        h.setLevel(level)
+    for name in ("", "forewarn.failures"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            for flt in [f for f in handler.filters
+                        if type(f).__module__ in ("flows.cli", "serving.privacy")]:
+                handler.removeFilter(flt)
+            if isinstance(handler, logging.FileHandler) and Path(
+                    handler.baseFilename).is_relative_to(tmp_path):
+                logger.removeHandler(handler)
+                handler.close()
+    logging.getLogger("forewarn.failures").propagate = True
+
+
+def test_weather_mirror_draws_a_bar_per_year_on_a_terminal_only(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, home_logging: None,
+) -> None:
+    env = {"FOREWARN_HOME": str(tmp_path / "home"), "FOREWARN_DATA_DIR": str(data_dir)}
+    args = ["weather-mirror", "--start-year", "2022", "--end-year", "2023"]
+    plain = CliRunner().invoke(app, args, env=env)  # stderr is not a terminal: no bar
+    assert plain.exit_code == 0, plain.output
+    assert "━" not in plain.stderr and "2/2" not in plain.stderr
+
+    monkeypatch.setattr("flows.cli.wants_bars", lambda quiet: not quiet)  # "a terminal"
+    shown = CliRunner().invoke(app, args, env=env)
+    assert shown.exit_code == 0, shown.output
+    assert "weather: 2 years written" in shown.stderr and "2/2" in shown.stderr
+    assert '"files": 2' in shown.stdout  # the result stays on stdout, apart from the bar
+    quiet = CliRunner().invoke(app, [*args, "--quiet"], env=env)
+    assert quiet.exit_code == 0, quiet.output
+    assert "years written" not in quiet.stderr and "━" not in quiet.stderr

@@ -5,6 +5,7 @@ receipts, atomic claims and crash recovery. Time is a controllable clock, never 
 from __future__ import annotations
 
 import json
+import logging
 import random
 import sqlite3
 from collections.abc import Iterator
@@ -165,6 +166,25 @@ def test_due_messages_go_out_signed_once_and_a_rerun_sends_nothing(db, sink) -> 
     clock.advance(3600)
     assert d.run().sent == 1
     assert len(server.requests) == 6
+
+
+def test_progress_counts_messages_handled_of_those_due(db, sink, caplog) -> None:
+    """The dispatcher reports progress per batch (the CLI draws it as a bar, see
+    flows/progress.py): handled of due, with rows not yet due left out of the total."""
+    _, server = sink
+    enqueue_payloads(db, [payload(i) for i in range(5)]
+                     + [payload(9, send_after_utc="2023-07-01T13:00:00Z")])
+    d = dispatcher(db, {"webhook": webhook_channel(server.url)}, RegistryContactBook(registry(10)),
+                   Clock(), batch_size=2)
+    with caplog.at_level(logging.INFO, logger="forewarn.progress.dispatch"):
+        d.run()
+    steps = [(r.step, r.steps) for r in caplog.records if r.name == "forewarn.progress.dispatch"]
+    assert steps == [(0, 5), (2, 5), (4, 5), (5, 5)]
+    assert caplog.records[-1].getMessage() == "5 sent, 5 handled of 5 due"
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="forewarn.progress.dispatch"):
+        d.run(limit=3)  # nothing due now
+    assert [(r.step, r.steps) for r in caplog.records] == [(0, 0)]
 
 
 def test_a_bad_signature_is_a_permanent_failure(db, sink) -> None:

@@ -4,11 +4,14 @@ MLflow and the outbox in a temporary folder."""
 from __future__ import annotations
 
 import json
+import logging
 import re
+import sqlite3
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from contact_leaks import Contacts, files_under, leaks_in_files
 
 from configs.settings import load_settings
 
@@ -38,8 +41,49 @@ def slice_settings(tmp_path_factory, data_dir):
     )
 
 
+class _Everything(logging.Handler):
+    """Every record as text at the moment it is logged, before any handler masks it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+# Forewarn's own packages (and the loggers of Prefect flow and task runs), at DEBUG
+_OWN_LOGGERS = ("configs", "features", "models", "serving", "flows", "forewarn",
+                "prefect.flow_runs", "prefect.task_runs")
+
+
 @pytest.fixture(scope="module")
-def two_runs(prefect_api, slice_settings, tmp_path_factory):
+def run_logs(prefect_api, slice_settings):
+    """While the module's runs happen: the CLI's log file under <home>/logs (contacts
+    masked), and every record of Forewarn's loggers captured unmasked at DEBUG."""
+    import flows.nightly  # noqa: F401 - Prefect sets up logging on import; handlers after
+    from flows.cli import log_to_file
+
+    root = logging.getLogger()
+    log_file = log_to_file(slice_settings.paths.home)
+    capture = _Everything()
+    root.handlers.insert(0, capture)  # before the log file's mask rewrites the record
+    levels = {name: logging.getLogger(name).level for name in _OWN_LOGGERS}
+    for name in _OWN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    yield capture
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    root.removeHandler(capture)
+    root.removeHandler(log_file)
+    logging.getLogger("forewarn.failures").removeHandler(log_file)
+    logging.getLogger("forewarn.failures").propagate = True
+    log_file.close()
+
+
+@pytest.fixture(scope="module")
+def two_runs(prefect_api, slice_settings, tmp_path_factory, run_logs):
     from flows.nightly import nightly
 
     out = tmp_path_factory.mktemp("runs")
@@ -235,3 +279,64 @@ def test_bad_rows_are_quarantined_and_counted_in_the_manifest(
     quarantined = pd.read_csv(events_contract["quarantine_file"], dtype=str)
     assert set(quarantined["record_key"]) == set(raw.loc[broken, "record_key"])
     assert (quarantined["lat"].astype(float) == 999).all()
+
+
+def test_no_phone_email_or_wechat_id_in_logs_outputs_or_stores(
+    two_runs, slice_settings, run_logs, capsys
+):
+    """Every phone number, e-mail address and WeChat OpenID of the registry the runs used
+    is looked for in: every file of both run directories and every file under the home —
+    the log file (logs/), MLflow's store and artifacts (mlflow.db, mlartifacts/), the outbox
+    database, quarantine, mirrors — read as raw bytes and as text (Parquet via pandas, SQLite
+    row by row, gzip unpacked); Prefect's database, where flow and task run logs go; every
+    record Forewarn logged at DEBUG or above, unmasked; and what the CLI prints for the run.
+
+    One file is left out on purpose: <home>/customers.parquet IS the contact book (the
+    registry the dispatcher looks contacts up in at send time), not a log or an output."""
+    from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
+
+    from flows.cli import _report
+    from serving.outbox import count
+
+    first, second = two_runs
+    home = slice_settings.paths.home
+    registry_file = slice_settings.paths.customers_file
+    registry = pd.read_parquet(registry_file)
+    contacts = Contacts.from_registry(registry)
+    assert len(registry) > 1000 and registry["wechat_openid"].notna().sum() > 10
+    assert len(contacts) > len(registry)  # an e-mail each, plus phones and OpenIDs
+    # the search finds this registry's contacts where they are (it can fail)
+    assert leaks_in_files([registry_file], contacts)
+
+    prefect_db = Path(PREFECT_SERVER_DATABASE_CONNECTION_URL.value().split(":///", 1)[1])
+    roots = [Path(first["run_dir"]), Path(second["run_dir"]), home, prefect_db]
+    searched = files_under(roots[:3], exclude=[registry_file])
+    assert {"logs", "mlflow.db", "mlartifacts", "outbox.db"} <= {
+        p.relative_to(home).parts[0] for p in searched if p.is_relative_to(home)}
+    assert {"risk_windows.parquet", "advisories.jsonl", "run.json"} <= {p.name for p in searched}
+    log_text = (home / "logs" / "forewarn.log").read_text()
+    assert "forewarn.progress.nightly: stage 14 of 14: publish" in log_text
+    assert leaks_in_files(roots, contacts, exclude=[registry_file]) == {}
+
+    # the outbox rows the runs enqueued, payload by payload
+    with sqlite3.connect(home / "outbox.db") as conn:
+        payloads = [row[0] for row in conn.execute("SELECT payload FROM outbox")]
+    conn.close()
+    assert len(payloads) == count(slice_settings.paths.outbox_url) == \
+        first["advisories"]["decided"] > 0
+    assert not any(contacts.find(p) for p in payloads)
+
+    # every record logged, unmasked, DEBUG included
+    assert run_logs.level == logging.DEBUG
+    for source in ("forewarn.progress.nightly: stage", "features.weather: wrote",
+                   "prefect.flow_runs: model gate:"):  # Forewarn's modules, the flow's logger
+        assert any(source in line for line in run_logs.lines), source
+    assert contacts.find("\n".join(run_logs.lines)) == set()
+
+    # what `forewarn nightly` prints for these runs
+    capsys.readouterr()
+    _report(first)
+    _report(second)
+    printed = capsys.readouterr()
+    assert f"outputs: {first['run_dir']}" in printed.out
+    assert contacts.find(printed.out + printed.err) == set()
