@@ -47,7 +47,8 @@ def fit_pooled_dask(rows: pd.DataFrame, feature_names: list[str], cfg: ModelSett
     The parameters are the local model's. LightGBM's Dask interface has no early stopping:
     all ``cfg.num_boost_round`` rounds are trained, then the booster is cut at the round with
     the lowest log-loss on the validation slice. Histograms are built per worker and merged,
-    so the trees are close to, not equal to, the local ones."""
+    so the trees are close to, not equal to, the local ones; LightGBM's distributed learning
+    keeps the monotone constraints but only with the ``basic`` method."""
     import dask.dataframe as dd
     from lightgbm.dask import DaskLGBMClassifier
 
