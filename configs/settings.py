@@ -352,6 +352,42 @@ class ModelSettings(_Section):
         return self
 
 
+class ComputeSettings(_Section):
+    """Where training runs: in this process (the default) or fanned out over Dask.
+
+    ``task_runner: dask`` runs each per-area model as its own Prefect task on a
+    ``prefect_dask.DaskTaskRunner``: on the cluster at ``dask_address`` when given (start it
+    with ``dask scheduler`` and ``dask worker tcp://host:8786``), else on a local cluster of
+    ``n_workers`` x ``threads_per_worker`` started for the run. ``pooled_backend: dask`` fits
+    the pooled model with ``lightgbm.dask`` on the same kind of cluster, for training data that
+    outgrow one machine."""
+
+    task_runner: Literal["local", "dask"] = Field(
+        "local", description="local: per-area models fitted one after another in-process")
+    dask_address: str | None = Field(
+        None, description="scheduler of a running Dask cluster, e.g. tcp://10.0.0.5:8786; "
+        "null starts a local cluster")
+    n_workers: int = Field(2, ge=1, description="workers of the local cluster")
+    threads_per_worker: int = Field(1, ge=1)
+    processes: bool = Field(
+        False, description="local cluster workers as processes; each would start its own "
+        "ephemeral Prefect server unless PREFECT_API_URL names a running one, so threads "
+        "by default")
+    pooled_backend: Literal["local", "dask"] = Field(
+        "local", description="dask: the pooled model through lightgbm.dask "
+        "(DaskLGBMClassifier); its trees differ slightly from the local ones")
+    partitions: int = Field(
+        0, ge=0, description="partitions of the pooled model's training rows (0: one per "
+        "worker)")
+
+    @field_validator("dask_address")
+    @classmethod
+    def _scheduler_address(cls, v: str | None) -> str | None:
+        if v is not None and "://" not in v:
+            raise ValueError(f"dask_address needs a protocol, e.g. tcp://{v}")
+        return v
+
+
 GATE_METRICS = ("roc_auc", "pr_auc", "brier", "brier_skill")
 GateMetric = Literal["roc_auc", "pr_auc", "brier", "brier_skill"]
 
@@ -857,6 +893,7 @@ class Settings(_Section):
     areas: AreaSettings
     features: FeatureSettings
     model: ModelSettings
+    compute: ComputeSettings = Field(default_factory=lambda: ComputeSettings.model_validate({}))
     gate: GateSettings = Field(default_factory=lambda: GateSettings.model_validate({}))
     windows: WindowSettings
     advisories: AdvisorySettings

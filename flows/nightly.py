@@ -31,7 +31,14 @@ from features.restoration import GridState, UtilityUpdates, read_lgeku_changelog
 from features.telemetry import run_telemetry
 from features.weather import convert_noaa_daily, load_daily_weather
 from features.weather_hourly import driver_features, load_hourly_weather
-from models.experiment import evaluate_on_test_period, fit_and_evaluate
+from flows.training import fit_area_models, pooled_model
+from models.experiment import (
+    TrainingSet,
+    evaluate_on_test_period,
+    evaluate_training,
+    finish_training,
+    training_set,
+)
 from models.explain import Explanations
 from models.gate import GateDecision, decide_promotion, missing_features, trained_into
 from models.registry import (
@@ -50,7 +57,7 @@ from models.restoration import (
     window_durations,
 )
 from models.scoring import resolve_issue_time, score_horizon
-from models.train import RiskModel
+from models.train import RiskModel, area_params
 from models.windows import build_windows
 from serving.advisories import control_records, decide_advisories, restorations_from_events
 from serving.contacts import save_registry
@@ -169,8 +176,16 @@ def assemble(history: OutageHistory, counties: pd.DataFrame, counts: pd.DataFram
 
 
 @task(cache_policy=NO_CACHE)
-def train(data: Dataset, cfg: Settings) -> tuple[RiskModel, dict]:
-    return fit_and_evaluate(data, cfg.features, cfg.model)
+def prepare_training(data: Dataset, cfg: Settings) -> TrainingSet:
+    return training_set(data, cfg.features, cfg.model)
+
+
+@task(cache_policy=NO_CACHE)
+def evaluate(prepared: TrainingSet, pooled: Any, fitted: dict[str, str], data: Dataset,
+             cfg: Settings, train_seconds: float) -> tuple[RiskModel, dict]:
+    model, test_rows, seconds = finish_training(prepared, pooled, fitted, data, cfg.features,
+                                                cfg.model, train_seconds)
+    return model, evaluate_training(model, test_rows, seconds)
 
 
 @task(retries=1, retry_delay_seconds=5, retry_condition_fn=io_failure, cache_policy=NO_CACHE)
@@ -480,7 +495,16 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None,
         if not retrain:
             logger.info("no champion of %s registered yet: training one", cfg.mlflow.model_name)
         with _stage(timings, "train_and_evaluate"):
-            model, metrics = train(data, cfg)
+            prepared = cast(TrainingSet, prepare_training(data, cfg))
+            with _stage(timings, "train_pooled"):  # here or lightgbm.dask (compute.pooled_backend)
+                pooled = pooled_model(prepared.rows, prepared.feature_names, cfg.model,
+                                      cfg.compute)
+            with _stage(timings, "train_areas"):  # here or one task per area on Dask
+                fitted = fit_area_models(prepared.jobs, area_params(prepared.feature_names,
+                                                                    cfg.model),
+                                         cfg.model, cfg.compute)
+            model, metrics = evaluate(prepared, pooled, fitted, data, cfg,
+                                      timings["train_pooled"] + timings["train_areas"])
         with _stage(timings, "register"):
             registered = _io(cfg, register)(model, metrics, data, cfg)
         with _stage(timings, "gate"):

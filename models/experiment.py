@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
@@ -13,7 +15,17 @@ from features import columns as C
 from features.build import Climatology, feature_names, make_rows, sample_labelled_rows
 from features.dataset import Dataset
 from models.scoring import evaluate_predictions
-from models.train import RiskModel, customers_per_outage_hour, train_risk_model
+from models.train import (
+    AreaJob,
+    RiskModel,
+    area_jobs,
+    area_params,
+    assemble_risk_model,
+    customers_per_outage_hour,
+    fit_areas,
+    fit_pooled,
+    labelled,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +59,25 @@ def predict_period(model: RiskModel, data: Dataset, feat_cfg: FeatureSettings,
     return rows
 
 
-def fit_and_predict(
-    data: Dataset, feat_cfg: FeatureSettings, cfg: ModelSettings
-) -> tuple[RiskModel, pd.DataFrame, dict[str, float]]:
-    """Fit on [train_start, train_end) and predict every labelled (area, hour) of
-    [test_start, test_end) (clipped to the history), each at one lead drawn from 1..horizon.
-    Climatology and customers per outage hour are learned on the training period only.
-    Returns the model, the test rows (features, LABEL, PROB, MODEL_KIND) and timings (s)."""
+@dataclass
+class TrainingSet:
+    """What training needs, built once: the labelled feature rows of
+    [train_start, train_end), the climatology and customers per outage hour learned on the
+    training period only, the per-area units of work, and the test positions."""
+
+    rows: pd.DataFrame
+    feature_names: list[str]
+    climatology: Climatology
+    customers_per_outage_hour: pd.Series
+    jobs: list[AreaJob]
+    skipped: dict[str, str]  # areas with enough positives but no usable validation rows
+    test_positions: tuple[np.ndarray, ...]
+    seconds: float  # building the rows
+
+
+def training_set(data: Dataset, feat_cfg: FeatureSettings, cfg: ModelSettings) -> TrainingSet:
+    """Training rows at one lead each, drawn from 1..horizon with a fixed seed, for every
+    labelled (area, hour) of [train_start, train_end), and the per-area jobs."""
     t_start = time.perf_counter()
     panel = data.panel
     train_end = pd.Timestamp(cfg.train_end)
@@ -67,14 +91,56 @@ def fit_and_predict(
                                       cfg.horizon_h, cfg.seed)
     if len(a) == 0:
         raise ValueError(f"no labelled hours between {cfg.train_start} and {cfg.train_end}")
-    rows = make_rows(panel, data.areas, data.weather_hourly, clim, a, t, lead, feat_cfg)
-    t_rows = time.perf_counter()
-    model = train_risk_model(rows, names, clim, cust, cfg)
-    t_train = time.perf_counter()
-    test_rows = predict_period(model, data, feat_cfg, test_pos)
-    seconds = {"rows": round(t_rows - t_start, 2), "train": round(t_train - t_rows, 2),
-               "predict": round(time.perf_counter() - t_train, 2)}
+    rows = labelled(make_rows(panel, data.areas, data.weather_hourly, clim, a, t, lead,
+                              feat_cfg))
+    jobs, skipped = area_jobs(rows, names, cfg)
+    return TrainingSet(rows, names, clim, cust, jobs, skipped, test_pos,
+                       round(time.perf_counter() - t_start, 2))
+
+
+def finish_training(
+    ts: TrainingSet, pooled: lgb.Booster, area_models: dict[str, str], data: Dataset,
+    feat_cfg: FeatureSettings, cfg: ModelSettings, train_seconds: float,
+) -> tuple[RiskModel, pd.DataFrame, dict[str, float]]:
+    """The risk model from the fitted pooled booster and per-area model texts, and its
+    predictions for the test positions. Returns the model, the test rows (features, LABEL,
+    PROB, MODEL_KIND) and timings (s)."""
+    t0 = time.perf_counter()
+    model = assemble_risk_model(ts.rows, ts.feature_names, pooled, area_models, ts.skipped,
+                                ts.climatology, ts.customers_per_outage_hour, cfg)
+    t_model = time.perf_counter()
+    test_rows = predict_period(model, data, feat_cfg, ts.test_positions)
+    seconds = {"rows": ts.seconds, "train": round(train_seconds + t_model - t0, 2),
+               "predict": round(time.perf_counter() - t_model, 2)}
     return model, test_rows, seconds
+
+
+def fit_and_predict(
+    data: Dataset, feat_cfg: FeatureSettings, cfg: ModelSettings
+) -> tuple[RiskModel, pd.DataFrame, dict[str, float]]:
+    """Fit on [train_start, train_end) and predict every labelled (area, hour) of
+    [test_start, test_end) (clipped to the history), each at one lead drawn from 1..horizon,
+    all in this process. Climatology and customers per outage hour are learned on the
+    training period only. Returns the model, the test rows (features, LABEL, PROB,
+    MODEL_KIND) and timings (s)."""
+    ts = training_set(data, feat_cfg, cfg)
+    t0 = time.perf_counter()
+    pooled = fit_pooled(ts.rows, ts.feature_names, cfg)
+    fitted = fit_areas(ts.jobs, area_params(ts.feature_names, cfg), cfg)
+    return finish_training(ts, pooled, fitted, data, feat_cfg, cfg, time.perf_counter() - t0)
+
+
+def evaluate_training(model: RiskModel, test_rows: pd.DataFrame, seconds: dict[str, float]
+                      ) -> dict:
+    """Metrics of a freshly trained model on its test rows (see :func:`evaluate_predictions`),
+    with timings and the training record."""
+    metrics = evaluate_predictions(test_rows)
+    metrics["seconds"] = seconds
+    metrics["training"] = {k: v for k, v in model.info.items() if k != "per_area_decisions"}
+    log.info("test %s: model ROC-AUC %.3f vs climatology %.3f, Brier skill %.3f",
+             metrics["test_start"][:10], metrics["overall"]["model_roc_auc"],
+             metrics["overall"]["climatology_roc_auc"], metrics["overall"]["brier_skill"])
+    return metrics
 
 
 def fit_and_evaluate(
@@ -83,13 +149,7 @@ def fit_and_evaluate(
     """Fit on [train_start, train_end) and evaluate against climatology on
     [test_start, test_end) (see :func:`fit_and_predict`)."""
     model, test_rows, seconds = fit_and_predict(data, feat_cfg, cfg)
-    metrics = evaluate_predictions(test_rows)
-    metrics["seconds"] = seconds
-    metrics["training"] = {k: v for k, v in model.info.items() if k != "per_area_decisions"}
-    log.info("test %s: model ROC-AUC %.3f vs climatology %.3f, Brier skill %.3f",
-             metrics["test_start"][:10], metrics["overall"]["model_roc_auc"],
-             metrics["overall"]["climatology_roc_auc"], metrics["overall"]["brier_skill"])
-    return model, metrics
+    return model, evaluate_training(model, test_rows, seconds)
 
 
 def evaluate_on_test_period(model: RiskModel, data: Dataset, feat_cfg: FeatureSettings,

@@ -114,51 +114,130 @@ def _fit(
                      valid_sets=valid_sets, callbacks=callbacks)
 
 
-def _logloss(y: np.ndarray, p: np.ndarray) -> float:
+def logloss(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean log-loss of probabilities ``p`` for labels ``y`` (0/1)."""
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
-def train_risk_model(
-    rows: pd.DataFrame,
-    feature_names: list[str],
-    climatology: Climatology,
-    customers_per_outage_hour: pd.Series,
-    cfg: ModelSettings,
-) -> RiskModel:
-    """Fit the pooled model and the per-area models on labelled training rows.
+@dataclass(frozen=True)
+class AreaJob:
+    """One area's own model to fit, as a unit of work a Dask worker can take: the area's
+    training rows and its validation rows (features and LABEL 0/1)."""
 
-    Rows whose target hour falls in the last ``cfg.valid_hours`` before ``cfg.train_end`` are
-    the validation slice: early stopping and the per-area-versus-pooled choice use it only.
-    """
-    rows = rows[rows[C.LABEL].notna()]
+    area: str
+    x_train: pd.DataFrame
+    y_train: np.ndarray
+    x_valid: pd.DataFrame
+    y_valid: np.ndarray
+
+
+def labelled(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows[rows[C.LABEL].notna()]
+
+
+def validation_mask(rows: pd.DataFrame, cfg: ModelSettings) -> np.ndarray:
+    """True for rows whose target hour falls in the last ``cfg.valid_hours`` before
+    ``cfg.train_end``: early stopping and the per-area-versus-pooled choice use them only."""
     valid_start = pd.Timestamp(cfg.train_end) - pd.Timedelta(hours=cfg.valid_hours)
-    is_valid = (rows[C.TS] >= valid_start).to_numpy()
-    x = rows[feature_names]
-    y = rows[C.LABEL].to_numpy(dtype="float64")
+    return (rows[C.TS] >= valid_start).to_numpy()
+
+
+def model_params(feature_names: list[str], cfg: ModelSettings) -> dict[str, Any]:
+    """LightGBM parameters of the pooled model: the profile's, a fixed seed, deterministic
+    training and the monotone constraints."""
     params = {"seed": cfg.seed, "deterministic": True, **cfg.lgbm_params}
     monotone = monotone_constraints(feature_names, cfg.monotone)
     if any(monotone):
         params |= {"monotone_constraints": monotone,
                    "monotone_constraints_method": cfg.monotone_method}
-    pooled = _fit(params, x[~is_valid], y[~is_valid], x[is_valid], y[is_valid], cfg)
+    return params
+
+
+def area_params(feature_names: list[str], cfg: ModelSettings) -> dict[str, Any]:
+    """LightGBM parameters of a per-area model (the pooled ones with ``per_area_params``)."""
+    return {**model_params(feature_names, cfg), **cfg.per_area_params}
+
+
+def fit_pooled(rows: pd.DataFrame, feature_names: list[str], cfg: ModelSettings) -> lgb.Booster:
+    """The pooled model over every area's training rows, early-stopped on the validation
+    slice."""
+    rows = labelled(rows)
+    is_valid = validation_mask(rows, cfg)
+    x = rows[feature_names]
+    y = rows[C.LABEL].to_numpy(dtype="float64")
+    pooled = _fit(model_params(feature_names, cfg), x[~is_valid], y[~is_valid], x[is_valid],
+                  y[is_valid], cfg)
     log.info("pooled model: %d trees on %d rows", pooled.num_trees(), int((~is_valid).sum()))
-    per_area: dict[str, lgb.Booster] = {}
-    rejected: dict[str, lgb.Booster] = {}
-    decisions: dict[str, str] = {}
-    area_params = {**params, **cfg.per_area_params}
+    return pooled
+
+
+def area_jobs(rows: pd.DataFrame, feature_names: list[str], cfg: ModelSettings
+              ) -> tuple[list[AreaJob], dict[str, str]]:
+    """One job per area with at least ``cfg.min_positive_hours`` positive training hours
+    (sorted by area id), and the reason for each such area that cannot have its own model."""
+    rows = labelled(rows)
+    is_valid = validation_mask(rows, cfg)
+    x = rows[feature_names]
+    y = rows[C.LABEL].to_numpy(dtype="float64")
     areas = rows[C.AREA].to_numpy()
     pos = rows.loc[~is_valid].groupby(C.AREA)[C.LABEL].sum()
+    jobs: list[AreaJob] = []
+    skipped: dict[str, str] = {}
     for area in sorted(pos[pos >= cfg.min_positive_hours].index):
         tr = (areas == area) & ~is_valid
         va = (areas == area) & is_valid
         if va.sum() == 0 or len(np.unique(y[va])) < 2:
-            decisions[area] = "pooled: no usable validation rows"
+            skipped[area] = "pooled: no usable validation rows"
             continue
-        own = _fit(area_params, x[tr], y[tr], x[va], y[va], cfg)
+        jobs.append(AreaJob(area, x[tr], y[tr], x[va], y[va]))
+    return jobs, skipped
+
+
+def fit_area(job: AreaJob, params: dict[str, Any], cfg: ModelSettings) -> str:
+    """The area's own model, early-stopped on its validation rows, as LightGBM's model text
+    (``lgb.Booster(model_str=...)`` loads it). Pure: the same job and parameters give the
+    same text on any machine or worker."""
+    return _fit(params, job.x_train, job.y_train, job.x_valid, job.y_valid,
+                cfg).model_to_string()
+
+
+def fit_areas(jobs: list[AreaJob], params: dict[str, Any], cfg: ModelSettings
+              ) -> dict[str, str]:
+    """:func:`fit_area` for every job, one after another in this process."""
+    return {job.area: fit_area(job, params, cfg) for job in jobs}
+
+
+def assemble_risk_model(
+    rows: pd.DataFrame,
+    feature_names: list[str],
+    pooled: lgb.Booster,
+    area_models: Mapping[str, str],
+    skipped: Mapping[str, str],
+    climatology: Climatology,
+    customers_per_outage_hour: pd.Series,
+    cfg: ModelSettings,
+) -> RiskModel:
+    """The risk model from a fitted pooled booster and per-area model texts: the hybrid rule
+    (an area keeps its own model where it beats the pooled one on its validation rows), the
+    calibration on the validation slice, and the training record."""
+    rows = labelled(rows)
+    is_valid = validation_mask(rows, cfg)
+    x = rows[feature_names]
+    y = rows[C.LABEL].to_numpy(dtype="float64")
+    areas = rows[C.AREA].to_numpy()
+    per_area: dict[str, lgb.Booster] = {}
+    rejected: dict[str, lgb.Booster] = {}
+    decisions: dict[str, str] = {}
+    for area in sorted({*area_models, *skipped}):
+        if area in skipped:
+            decisions[area] = skipped[area]
+            continue
+        own = lgb.Booster(model_str=area_models[area])
+        va = (areas == area) & is_valid
         xv = x[va].to_numpy(dtype="float32")
-        own_loss = _logloss(y[va], np.asarray(own.predict(xv)))
-        pooled_loss = _logloss(y[va], np.asarray(pooled.predict(xv)))
+        own_loss = logloss(y[va], np.asarray(own.predict(xv)))
+        pooled_loss = logloss(y[va], np.asarray(pooled.predict(xv)))
         if own_loss < pooled_loss:
             per_area[area] = own
             decisions[area] = f"per-area: valid log-loss {own_loss:.4f} < pooled {pooled_loss:.4f}"
@@ -174,7 +253,9 @@ def train_risk_model(
                                              valid_rows[C.TS].to_numpy(), cfg.calibration)
         model.candidates = fit_every_method(valid_raw, y[is_valid])
     log.info("calibration: %s", model.calibrator.info.get("method", "none"))
-    info = {
+    monotone = monotone_constraints(feature_names, cfg.monotone)
+    valid_start = pd.Timestamp(cfg.train_end) - pd.Timedelta(hours=cfg.valid_hours)
+    model.info = {
         "rows_train": int((~is_valid).sum()),
         "rows_valid": int(is_valid.sum()),
         "positives_train": int(y[~is_valid].sum()),
@@ -191,8 +272,28 @@ def train_risk_model(
         "train_end": str(cfg.train_end),
         "valid_start": str(valid_start),
     }
-    model.info = info
     return model
+
+
+def train_risk_model(
+    rows: pd.DataFrame,
+    feature_names: list[str],
+    climatology: Climatology,
+    customers_per_outage_hour: pd.Series,
+    cfg: ModelSettings,
+) -> RiskModel:
+    """Fit the pooled model and the per-area models on labelled training rows, in this
+    process (``flows.training`` fans the per-area fits out over Dask instead).
+
+    Rows whose target hour falls in the last ``cfg.valid_hours`` before ``cfg.train_end`` are
+    the validation slice: early stopping and the per-area-versus-pooled choice use it only.
+    """
+    rows = labelled(rows)
+    pooled = fit_pooled(rows, feature_names, cfg)
+    jobs, skipped = area_jobs(rows, feature_names, cfg)
+    fitted = fit_areas(jobs, area_params(feature_names, cfg), cfg)
+    return assemble_risk_model(rows, feature_names, pooled, fitted, skipped, climatology,
+                               customers_per_outage_hour, cfg)
 
 
 def monotone_constraints(feature_names: list[str], wanted: Mapping[str, int]) -> list[int]:
