@@ -278,9 +278,18 @@ def test_nightly_without_retrain_trains_only_when_no_champion_exists(
 # ------------------------------------------------------------------ the commands
 
 
-def test_deploy_refuses_in_one_line_without_a_prefect_server_and_both_commands_have_help():
+def test_deploy_refuses_in_one_line_without_a_prefect_server_and_both_commands_have_help(
+        monkeypatch):
     import logging
 
+    import prefect
+
+    def served(*deployments):  # had it not refused, serve() would block the suite forever
+        raise AssertionError("forewarn deploy served without a Prefect server")
+
+    monkeypatch.setattr(prefect, "serve", served)
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
     from typer.testing import CliRunner
 
     from flows.cli import app
@@ -288,8 +297,11 @@ def test_deploy_refuses_in_one_line_without_a_prefect_server_and_both_commands_h
     root = logging.getLogger()
     before = list(root.handlers)
     try:
-        result = CliRunner().invoke(app, ["deploy", "--config", str(PROFILE)],
-                                    env={"PREFECT_API_URL": ""})
+        # the suite's Prefect API (prefect_api fixture) is set through Prefect's settings
+        # context, which outranks the environment: take it away for this command
+        with temporary_settings(restore_defaults={PREFECT_API_URL}):
+            result = CliRunner().invoke(app, ["deploy", "--config", str(PROFILE)],
+                                        env={"PREFECT_API_URL": ""})
     finally:
         for handler in [h for h in root.handlers if h not in before]:
             root.removeHandler(handler)
@@ -298,8 +310,8 @@ def test_deploy_refuses_in_one_line_without_a_prefect_server_and_both_commands_h
     assert result.stderr.strip() == (
         "forewarn: error: no Prefect server configured: schedules need one; start it with "
         "`forewarn prefect-server`, then export PREFECT_API_URL=http://127.0.0.1:4200/api")
-    for command, example in (("deploy", "Example: PREFECT_API_URL=http://127.0.0.1:4200/api "
-                                        "forewarn deploy"),
-                             ("prefect-server", "Example: forewarn prefect-server")):
+    for command, example in (("deploy", "export PREFECT_API_URL=http://127.0.0.1:4200/api "
+                                        "forewarn deploy --config"),
+                             ("prefect-server", "Examples forewarn prefect-server --config")):
         text = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"}).stdout
         assert example in " ".join(text.split())
