@@ -245,6 +245,9 @@ def _report(m: dict[str, Any]) -> None:
         f"  quarantined rows {m['quarantined_rows']}",
         f"outputs: {m['run_dir']}",
     ]
+    if m.get("subscribers_notified"):
+        lines.insert(-1, "  run-published event: " + ", ".join(
+            f"{d['subscriber']} {d['outcome']}" for d in m["subscribers_notified"]))
     fc = m.get("forecast", {})
     if fc.get("status") == "used":
         lines.insert(1, f"  forecast issued {fc['issue_ts']} ({fc['age_h']:g} h before the "

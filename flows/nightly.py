@@ -436,6 +436,17 @@ def finish(run_dir: Path, manifest: dict[str, Any]) -> Path:
     return write_manifest(run_dir, manifest)
 
 
+@task(cache_policy=NO_CACHE)
+def announce(run_dir: Path, cfg: Settings) -> list[dict[str, Any]]:
+    """Tell the subscribed downstream systems (api.subscribers) that the run is published:
+    one signed CloudEvent each, retried inside on transient errors. A subscriber that cannot
+    be reached does not fail the published run; the outcome is logged and returned, and
+    `forewarn notify-run` sends the same event (same id) again."""
+    from serving.run_events import notify_subscribers
+
+    return [d.__dict__ for d in notify_subscribers(run_dir, cfg)]
+
+
 # ------------------------------------------------------------------------------- the flow
 
 
@@ -626,4 +637,5 @@ def nightly(cfg: Settings, as_of: str | None = None, out: Path | None = None,
     _io(cfg, finish)(run_dir, manifest)
     progress.info("run written", extra={"step": len(STAGES), "steps": len(STAGES)})
     logger.info("run %s written to %s", run_id, run_dir)
-    return manifest | {"run_dir": str(run_dir)}
+    announced = announce(run_dir, cfg) if cfg.api.subscribers else []
+    return manifest | {"run_dir": str(run_dir), "subscribers_notified": announced}
