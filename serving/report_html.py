@@ -265,6 +265,33 @@ def contract_rows(manifest: Mapping[str, Any], docs_dir: Path | None = None
     return rows
 
 
+def driver_rows(card: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The run's weather-driver card (run.json ``weather_drivers``) as table rows."""
+    if not card or not card.get("sources"):
+        return []
+    peaks = card.get("horizon_max") or {}
+    return [{"name": name, "source": source, "max": peaks.get(name)}
+            for name, source in card["sources"].items()]
+
+
+def telemetry_view(summary: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The run's telemetry summary (run.json ``telemetry``): a headline and feature ranges."""
+    if not summary or not summary.get("assets"):
+        return None
+    counts = (summary.get("anomalies") or {}).get("counts") or {}
+    assets = ", ".join(f"{a['asset_id']} (area {a['area_id']}, {a['hours']:,} h)"
+                       for a in summary["assets"])
+    flagged = ", ".join(f"{n:,} {rule.replace('_', '-')}" for rule, n in counts.items())
+    role = ("a stand-in, not a model input" if summary.get("stand_in")
+            else "a model input" if summary.get("model_input") else "not a model input")
+    features = [{"name": name, "min": r.get("min"), "median": r.get("median"),
+                 "max": r.get("max"), "present": f"{100 * r.get('present_share', 0):.0f} %"}
+                for name, r in (summary.get("feature_ranges") or {}).items()]
+    return {"headline": f"Telemetry: {assets}; flagged values: {flagged or 'none'} "
+                        f"(masked for the features, never dropped); {role}.",
+            "features": features}
+
+
 def _local(ts: Any, timezone: str | None, short: bool = False) -> str:
     """A UTC time in a time zone, e.g. "Sat 1 Jul 14:00 EDT" (short: "Sat 14:00")."""
     if ts is None or pd.isna(ts):
@@ -331,6 +358,9 @@ def write_run_report(run_dir: Path, shapes: Mapping[str, AreaShape], *,
         "timeline": territory_timeline(hourly, territory_tz),
         "advisories": counts,
         "decided": (manifest.get("advisories") or {}).get("decided", counts["total"]),
+        "drivers": driver_rows(manifest.get("weather_drivers")),
+        "drivers_in_model": bool((manifest.get("weather_drivers") or {}).get("in_model")),
+        "telemetry": telemetry_view(manifest.get("telemetry")),
         "generated_utc": pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M UTC"),
     }
     html = _environment(str(templates_dir)).get_template("run_report.html.j2").render(**context)

@@ -138,8 +138,19 @@ def _write_run(root: Path, empty: bool = False) -> Path:
             {"suite": "customer_counts", "source": "/srv/data/MCC.csv", "rows_in": 120,
              "rows_passed": 120, "rows_quarantined": 0, "failures": []}],
         "quarantined_rows": 25, "windows": len(windows),
-        "advisories": {"decided": len(advisories)}, "outputs": checksums})
+        "advisories": {"decided": len(advisories)}, "outputs": checksums,
+        **({} if empty else {"weather_drivers": DRIVERS, "telemetry": TELEMETRY})})
     return run_dir
+
+
+DRIVERS = {"sources": {"drv_gust_max_24h_ms": "unavailable", "drv_rain_24h_mm": "daily"},
+           "horizon_max": {"drv_gust_max_24h_ms": None, "drv_rain_24h_mm": 65.3},
+           "in_model": False}
+TELEMETRY = {"stand_in": True, "model_input": False,
+             "assets": [{"asset_id": "ett-h1", "area_id": "21067", "hours": 17420}],
+             "anomalies": {"counts": {"gap": 0, "flat_line": 2516, "spike": 18}},
+             "feature_ranges": {"tel_load_rel": {"min": 0.0, "median": 1.005, "max": 2.7261,
+                                                 "present_share": 0.9712}}}
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +193,19 @@ def test_report_is_one_offline_file_with_escaped_text(report) -> None:
     assert "lgeku_outage_events.csv.gz" in text and "Quarantined rows</dt><dd>25" in text
     for advisory in _advisories(False):
         assert advisory["customer_id"] not in text  # counts only, no customer
+
+
+def test_weather_drivers_and_telemetry_are_shown(report, tmp_path, shapes) -> None:
+    text = report.read_text(encoding="utf-8")
+    drivers = text[text.index('id="drivers"'):text.index('id="telemetry"')]
+    assert re.search(r"drv_gust_max_24h_ms</td><td class=\"bad\">unavailable", drivers)
+    assert re.search(r"drv_rain_24h_mm</td><td class=\"\">daily</td><td class=\"num\">65.3",
+                     drivers)
+    assert "ett-h1 (area 21067, 17,420 h); flagged values: 0 gap, 2,516 flat-line, 18 spike" \
+        in text and "a stand-in, not a model input" in text
+    assert re.search(r"tel_load_rel</td>.*2.7261</td><td class=\"num\">97 %", text)
+    empty = write_run_report(_write_run(tmp_path, empty=True), shapes).read_text()
+    assert "No equipment telemetry configured" in empty and 'id="telemetry"' not in empty
 
 
 def test_chromium_draws_the_map_and_the_windows_table(report) -> None:
