@@ -76,6 +76,29 @@ def real_history(kentucky_settings, session_tmp):
     )
 
 
+def four_county_data(data_dir: Path, history, home: Path, areas: list[str],
+                     num_boost_round: int):
+    """Settings and the real dataset of a few counties, trained from June 2021 through 2022
+    and tested on June-July 2023: the flow's own loaders (their functions, no Prefect API)."""
+    from configs.settings import load_settings
+    from features.dataset import weather_span
+    from flows.nightly import assemble, load_reference, load_weather
+
+    cfg = load_settings(
+        REPO / "configs/kentucky.yaml",
+        environ={"FOREWARN_DATA_DIR": str(data_dir), "FOREWARN_HOME": str(home)},
+        overrides={"areas": {"include": areas},
+                   "model": {"train_start": "2021-06-01T00:00:00Z", "valid_hours": 720,
+                             "test_start": "2023-06-01T00:00:00Z",
+                             "test_end": "2023-08-01T00:00:00Z",
+                             "num_boost_round": num_boost_round,
+                             "min_positive_hours": 300}})
+    first, last = weather_span(history, cfg.model.horizon_h, cfg.weather.station.timezone)
+    weather, _ = load_weather.fn(cfg, first, last)
+    counts, counties, _ = load_reference.fn(cfg)
+    return cfg, assemble.fn(history, counties, counts, weather, cfg)
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Remove the session's temporary folder (Prefect database, MLflow store, outputs)."""
     import shutil

@@ -12,9 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs.settings import load_settings
 from features import columns as C
-from features.dataset import weather_span
 
 REPO = Path(__file__).resolve().parents[1]
 AREAS = ["21111", "21067", "21185", "21013"]  # Jefferson, Fayette, Oldham, Bell
@@ -29,22 +27,12 @@ MONOTONE = ("wx_prcp_mm", "wx_prcp_prev3d_mm", "wx_heavy_rain", "wx_snow_mm", "w
 def real(real_history, data_dir, tmp_path_factory):
     """The real flow's loaders (their functions, no Prefect API) on four counties; a model
     trained from mid-2021 through 2022 and its test rows of June-July 2023."""
-    from flows.nightly import assemble, load_reference, load_weather
+    from conftest import four_county_data
+
     from models.experiment import fit_and_predict
 
-    cfg = load_settings(
-        REPO / "configs/kentucky.yaml",
-        environ={"FOREWARN_DATA_DIR": str(data_dir),
-                 "FOREWARN_HOME": str(tmp_path_factory.mktemp("home"))},
-        overrides={"areas": {"include": AREAS},
-                   "model": {"train_start": "2021-06-01T00:00:00Z", "valid_hours": 720,
-                             "test_start": "2023-06-01T00:00:00Z",
-                             "test_end": "2023-08-01T00:00:00Z", "num_boost_round": 80,
-                             "min_positive_hours": 300}})
-    first, last = weather_span(real_history, cfg.model.horizon_h, cfg.weather.station.timezone)
-    weather, _ = load_weather.fn(cfg, first, last)
-    counts, counties, _ = load_reference.fn(cfg)
-    data = assemble.fn(real_history, counties, counts, weather, cfg)
+    cfg, data = four_county_data(data_dir, real_history, tmp_path_factory.mktemp("home"),
+                                 AREAS, num_boost_round=80)
     model, rows, _ = fit_and_predict(data, cfg.features, cfg.model)
     return cfg, data, model, rows
 

@@ -23,23 +23,12 @@ AREAS = ["21111", "21067", "21185", "21013"]  # Jefferson, Fayette, Oldham, Bell
 def prepared(real_history, data_dir, tmp_path_factory):
     """The real loaders (their functions, no Prefect API) on four counties; training rows of
     June 2021 through 2022 (about 55,000) and test positions in June-July 2023."""
-    from features.dataset import weather_span
-    from flows.nightly import assemble, load_reference, load_weather
+    from conftest import four_county_data
+
     from models.experiment import training_set
 
-    cfg = load_settings(
-        REPO / "configs/kentucky.yaml",
-        environ={"FOREWARN_DATA_DIR": str(data_dir),
-                 "FOREWARN_HOME": str(tmp_path_factory.mktemp("home"))},
-        overrides={"areas": {"include": AREAS},
-                   "model": {"train_start": "2021-06-01T00:00:00Z", "valid_hours": 720,
-                             "test_start": "2023-06-01T00:00:00Z",
-                             "test_end": "2023-08-01T00:00:00Z", "num_boost_round": 60,
-                             "min_positive_hours": 300}})
-    first, last = weather_span(real_history, cfg.model.horizon_h, cfg.weather.station.timezone)
-    weather, _ = load_weather.fn(cfg, first, last)
-    counts, counties, _ = load_reference.fn(cfg)
-    data = assemble.fn(real_history, counties, counts, weather, cfg)
+    cfg, data = four_county_data(data_dir, real_history, tmp_path_factory.mktemp("home"),
+                                 AREAS, num_boost_round=60)
     return cfg, data, training_set(data, cfg.features, cfg.model)
 
 
