@@ -8,6 +8,7 @@ section. Nothing here runs at import time.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -792,6 +793,16 @@ class ApiToken(_Section):
     def _long_enough(cls, v: SecretStr) -> SecretStr:
         if len(v.get_secret_value()) < 16:
             raise ValueError("API tokens must be at least 16 characters")
+        if any(c.isspace() for c in v.get_secret_value()):
+            raise ValueError("API tokens must not contain spaces (a Bearer header cannot "
+                             "carry them reliably); use e.g. openssl rand -hex 24")
+        return v
+
+    @field_validator("scopes")
+    @classmethod
+    def _some_scope(cls, v: frozenset[str]) -> frozenset[str]:
+        if not v:
+            raise ValueError("no scope given: end the entry with read, write or read+write")
         return v
 
 
@@ -815,12 +826,19 @@ def api_tokens(environ: dict[str, str] | None = None) -> tuple[ApiToken, ...]:
             tokens.append(ApiToken.model_validate(
                 {"name": name, "token": token, "scopes": [s for s in scopes.split("+") if s]}))
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-                                 for err in exc.errors())
+            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: "
+                                 f"{_message(err['msg'])}" for err in exc.errors())
             raise SettingsError(f"{API_TOKENS_ENV} entry {i + 1} ({name!r}): {problems}") from exc
     names = [t.name for t in tokens]
     if len(set(names)) != len(names):
         raise SettingsError(f"{API_TOKENS_ENV}: token names must be unique, got {names}")
+    holders: dict[str, str] = {}
+    for t in tokens:  # one token under two names: who called, and with which scopes, is unclear
+        digest = hashlib.sha256(t.token.get_secret_value().encode("utf-8")).hexdigest()
+        if digest in holders:
+            raise SettingsError(f"{API_TOKENS_ENV}: entries {holders[digest]!r} and {t.name!r} "
+                                "have the same token; give each holder its own")
+        holders[digest] = t.name
     return tuple(tokens)
 
 
@@ -832,9 +850,41 @@ def subscriber_secret(sub: SubscriberSettings, environ: dict[str, str] | None = 
     return SecretStr(value) if value else None
 
 
+_CRON_FIELDS = (("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day", 1, 31, ()),
+                ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug",
+                                  "sep", "oct", "nov", "dec")),
+                ("weekday", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")))
+
+
+def _cron_value(token: str, low: int, names: tuple[str, ...]) -> int | None:
+    if token.isdigit():
+        return int(token)
+    if token.lower() in names:
+        return names.index(token.lower()) + low
+    return None
+
+
 def _cron_fields(v: str) -> str:
-    if len(v.split()) != 5:
+    """A 5-field cron with every value in its field's range (numbers, names of months and
+    weekdays, ``*``, ranges ``a-b``, steps ``/n`` and lists), checked here so that a typo
+    stops every command at once instead of only ``forewarn deploy``, with Prefect's bare
+    'Invalid cron string'."""
+    fields = v.split()
+    if len(fields) != 5:
         raise ValueError(f"{v!r} is not a 5-field cron (minute hour day month weekday)")
+    for text, (field, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+        for part in text.split(","):
+            span, _, step = part.partition("/")
+            if step and not (step.isdigit() and int(step) >= 1):
+                raise ValueError(f"{v!r}: {field} step {step!r} is not a whole number >= 1")
+            if span == "*":
+                continue
+            ends = [_cron_value(t, low, names) for t in span.split("-", 1)]
+            if None in ends or not span:
+                raise ValueError(f"{v!r}: {field} {part!r} is not a number, range, list, step "
+                                 f"or * (e.g. '0 3 * * 1-6')")
+            if any(not low <= e <= high for e in ends if e is not None):
+                raise ValueError(f"{v!r}: {field} {span!r} is outside {low}-{high}")
     return v
 
 
@@ -984,10 +1034,12 @@ def load_settings(
     env = dict(os.environ if environ is None else environ)
     raw = _read_yaml(BASE_FILE)
     name = "base"
+    where = str(BASE_FILE)
     if profile is not None:
         path = Path(profile)
         raw = _merge(raw, _read_yaml(path))
         name = path.stem
+        where = f"{path} over {BASE_FILE.name}"
     paths = dict(raw.get("paths") or {})
     paths["data_dir"] = env.get("FOREWARN_DATA_DIR") or paths.get("data_dir") or DEFAULT_DATA_DIR
     paths["home"] = env.get("FOREWARN_HOME") or paths.get("home") or DEFAULT_HOME
@@ -1002,9 +1054,15 @@ def load_settings(
         return Settings.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc'])}: {_message(err['msg'])}"
+            for err in exc.errors()
         )
-        raise SettingsError(f"invalid settings ({name}): {problems}") from exc
+        raise SettingsError(f"invalid settings ({name}, {where}): {problems}") from exc
+
+
+def _message(msg: str) -> str:
+    """Pydantic's message without its 'Value error, ' prefix (the rest is ours)."""
+    return msg.removeprefix("Value error, ")
 
 
 def tool_environment(settings: Settings) -> dict[str, str]:

@@ -17,7 +17,13 @@ from features.areas import assign_areas
 from features.outages import load_outage_history
 from serving.feedback import advisories_frame, advisory_report, read_feedback
 from serving.outbox import read_delivery
-from serving.publish import ADVISORIES_JSONL, CONTROL_JSONL, MANIFEST_JSON, write_json
+from serving.publish import (
+    ADVISORIES_JSONL,
+    CONTROL_JSONL,
+    MANIFEST_JSON,
+    read_verified_manifest,
+    write_json,
+)
 
 REPORT_JSON = "advice_report.json"
 
@@ -32,7 +38,7 @@ def report_run(cfg: Settings, run_dir: Path, feedback_file: Path | None) -> dict
     """Build the report of ``run_dir`` and write it there; returns it."""
     if not (run_dir / MANIFEST_JSON).is_file():
         raise FileNotFoundError(f"{run_dir / MANIFEST_JSON} not found: not a finished run")
-    manifest = json.loads((run_dir / MANIFEST_JSON).read_text(encoding="utf-8"))
+    manifest = read_verified_manifest(run_dir)
     advisories = advisories_frame(_jsonl(run_dir / ADVISORIES_JSONL))
     control = pd.DataFrame(_jsonl(run_dir / CONTROL_JSONL))
     history = load_outage_history(cfg.outages, cfg.paths.data_dir, cfg.paths.quarantine_dir)

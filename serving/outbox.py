@@ -321,15 +321,43 @@ def _engine(url: str) -> Iterator[Engine]:
 SQLITE_BUSY_TIMEOUT_S = 30.0  # a writer waits this long for another's transaction to end
 
 
+class OutboxUnreadable(ValueError):
+    """The outbox URL names a path that is not an SQLite database (a directory, a text
+    file, another program's file); the message names it and says what to do. The file is
+    left as it is."""
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_sqlite_file(database: str) -> None:
+    """Refuse, before SQLite opens (and WAL mode would touch) it, a path that exists but is
+    not an SQLite database; a missing or empty file is fine (the outbox is created in it)."""
+    path = Path(database)
+    hint = ("paths.outbox_url (default <home>/outbox.db, under FOREWARN_HOME) must name the "
+            "SQLite outbox Forewarn writes: point it at that file, or move this one aside and "
+            "a new outbox is created; the file was not changed")
+    if path.exists() and not path.is_file():
+        raise OutboxUnreadable(f"outbox database {path}: not a file; {hint}")
+    if path.is_file():
+        with open(path, "rb") as fh:
+            head = fh.read(len(_SQLITE_HEADER))
+        if head and head != _SQLITE_HEADER:
+            raise OutboxUnreadable(f"outbox database {path}: not an SQLite database; {hint}")
+
+
 def open_engine(url: str) -> Engine:
     """An engine for ``url``; for a SQLite file, its folder is created and every connection
     uses WAL (readers never block the writer), synchronous=NORMAL and a busy timeout, so that
-    several dispatchers and the nightly job can share the file. The caller disposes it."""
+    several dispatchers and the nightly job can share the file. The caller disposes it.
+    OutboxUnreadable when the file exists but is not an SQLite database."""
     parsed = make_url(url)
     database = parsed.database
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url)
     if database and database != ":memory:":
+        if not database.startswith("file:"):  # a URI filename is SQLite's to parse
+            check_sqlite_file(database)
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
 

@@ -140,17 +140,71 @@ def write_advice_inputs(
     return {name: sha256_file(run_dir / name) for name in names}
 
 
+class RunDamaged(ValueError):
+    """A finished run directory whose run.json cannot be read, or whose output files are
+    missing or differ from the sha256 its run.json recorded: the message names the file and
+    says what to do. Nothing is read from such a run (its numbers could be quietly wrong)."""
+
+
+def _damaged_hint(manifest: dict[str, Any] | None) -> str:
+    as_of = (manifest or {}).get("as_of")
+    again = f" --as-of {as_of}" if as_of else ""
+    return f"restore the run directory from a copy, or make a new run with `forewarn nightly{again}`"
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """``run.json`` of a finished run; RunDamaged naming the file when it is not a JSON
+    object (FileNotFoundError when it is absent: the run is not finished)."""
+    path = Path(run_dir) / MANIFEST_JSON
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunDamaged(f"{path}: not valid JSON ({exc}); the run directory is damaged: "
+                         f"{_damaged_hint(None)}") from exc
+    if not isinstance(doc, dict):
+        raise RunDamaged(f"{path}: not a JSON object; the run directory is damaged: "
+                         f"{_damaged_hint(None)}")
+    return doc
+
+
+def verify_outputs(run_dir: Path, manifest: dict[str, Any]) -> None:
+    """Check every output file ``run.json`` lists (``outputs``: name -> sha256) against its
+    checksum; RunDamaged naming the first file that is missing or differs. Runs written
+    before the manifest listed outputs pass unchecked."""
+    outputs = manifest.get("outputs")
+    if not isinstance(outputs, dict):
+        return
+    for name, expected in sorted(outputs.items()):
+        path = Path(run_dir) / str(name)
+        if not path.is_file():
+            raise RunDamaged(f"{path}: missing, but run.json lists it among the run's outputs; "
+                             f"the run directory is damaged: {_damaged_hint(manifest)}")
+        if sha256_file(path) != str(expected):
+            raise RunDamaged(
+                f"{path}: does not match the sha256 run.json recorded for it (changed or "
+                f"damaged after the run was published); nothing was read from the run: "
+                f"{_damaged_hint(manifest)}")
+
+
+def read_verified_manifest(run_dir: Path) -> dict[str, Any]:
+    """``run.json`` of a finished run whose outputs all match their recorded checksums."""
+    manifest = read_manifest(run_dir)
+    verify_outputs(run_dir, manifest)
+    return manifest
+
+
 def read_advice_inputs(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame,
                                                pd.DataFrame]:
     """Manifest, windows (drivers decoded), areas and restorations of a finished run.
-    Raises FileNotFoundError naming the missing file when the run is incomplete."""
+    Raises FileNotFoundError naming the missing file when the run is incomplete, RunDamaged
+    when a file differs from the checksum in run.json."""
     for name in (MANIFEST_JSON, WINDOWS_PARQUET, AREAS_PARQUET, RESTORATIONS_PARQUET):
         if not (run_dir / name).is_file():
             raise FileNotFoundError(
                 f"{run_dir / name} not found: --run needs a finished run directory written "
                 "by `forewarn nightly` (run.json is written last)"
             )
-    manifest = json.loads((run_dir / MANIFEST_JSON).read_text(encoding="utf-8"))
+    manifest = read_verified_manifest(run_dir)
     areas = pd.read_parquet(run_dir / AREAS_PARQUET)
     restorations = pd.read_parquet(run_dir / RESTORATIONS_PARQUET)
     return manifest, read_windows(run_dir), areas, restorations

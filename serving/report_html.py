@@ -31,6 +31,7 @@ from serving.publish import (
     HOURLY_PARQUET,
     MANIFEST_JSON,
     WINDOWS_PARQUET,
+    read_verified_manifest,
     read_windows,
 )
 
@@ -416,8 +417,8 @@ def publish_run_views(run_dir: Path, counties_file: Path, *,
 
     started = time.perf_counter()
     run_dir = Path(run_dir)
-    if manifest is None:
-        manifest = json.loads((run_dir / MANIFEST_JSON).read_text(encoding="utf-8"))
+    if manifest is None:  # a rebuild: only from outputs that still match run.json
+        manifest = read_verified_manifest(run_dir)
     saved = run_dir / VALIDATIONS_JSON
     if validations is not None:
         write_json(saved, {"validations": list(validations)})

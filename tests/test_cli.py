@@ -251,7 +251,8 @@ def test_cli_reports_a_missing_data_dir_and_a_bad_profile(tmp_path: Path) -> Non
     invalid = CliRunner().invoke(app, ["nightly", "--config", str(bad)])
     assert invalid.exit_code == 2
     [line] = invalid.stderr.splitlines()
-    assert line.startswith("forewarn: error: invalid settings (bad): outages.max_quiet_gap_h")
+    assert line.startswith(f"forewarn: error: invalid settings (bad, {bad} over base.yaml): "
+                           "outages.max_quiet_gap_h")
 
 
 # --- end to end: the console script runs the real flow until its first task fails ---------------
