@@ -770,6 +770,10 @@ class ApiSettings(_Section):
     version: str = Field(default="1.0.0", description="API version, the OpenAPI info.version")
     default_limit: int = Field(default=100, ge=1, description="page size when the client gives none")
     max_limit: int = Field(default=1000, ge=1, le=1000, description="largest page served")
+    max_body_bytes: int = Field(
+        default=65536, ge=1024, le=16 * 1024 * 1024,
+        description="largest request body accepted (feedback, acknowledgements); larger is 413",
+    )
     base_url: str = Field(
         default="http://127.0.0.1:8000", description="public address of the API, for links in webhooks"
     )

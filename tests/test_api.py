@@ -376,8 +376,13 @@ def test_advisories_never_carry_contact_details(client, home) -> None:
                                    "wechat": {"data": {"touser": "oAbC123456789xyz"}},
                                    "email": {"subject": "s", "to": "ann@example.org"}}}
                 for row in rows]
-    try:
+    manifest_path = path.parent / publish.MANIFEST_JSON
+    manifest = manifest_path.read_text(encoding="utf-8")
+    try:  # published that way (the checksum matches): the API still serves no contact
         path.write_text("".join(json.dumps(r) + "\n" for r in tampered), encoding="utf-8")
+        doc = json.loads(manifest)
+        doc["outputs"][publish.ADVISORIES_JSONL] = publish.sha256_file(path)
+        manifest_path.write_text(json.dumps(doc), encoding="utf-8")
         r = client.get("/v1/advisories", params={"limit": 1000}, headers=_auth(READ))
         assert r.status_code == 200 and r.json()["total"] == 18
         for item in r.json()["items"]:
@@ -386,6 +391,7 @@ def test_advisories_never_carry_contact_details(client, home) -> None:
             assert value not in r.text
     finally:
         path.write_text(original, encoding="utf-8")
+        manifest_path.write_text(manifest, encoding="utf-8")
 
 
 def test_advisory_model_names_every_field_the_engine_writes() -> None:
@@ -537,6 +543,65 @@ def test_acknowledgement_reaches_the_outbox_row(client, cfg) -> None:
     assert unknown.status_code == 404 and "no advisory" in unknown.json()["detail"]
     assert client.post("/v1/acknowledgements", json={"advisory_id": key},
                        headers=_auth(READ)).status_code == 403
+
+
+def test_oversized_bodies_are_413_before_they_are_read(client, cfg) -> None:
+    limit = cfg.api.max_body_bytes
+    big = {"feedback_id": "fb-big", "customer_id": "c1", "kind": "useful", "text": "x" * limit}
+    r = client.post("/v1/feedback", json=big, headers=_auth(WRITE))
+    assert r.status_code == 413 and str(limit) in r.json()["detail"]
+
+    def chunks():  # no Content-Length: counted as it arrives
+        yield b'{"feedback_id": "fb-big", "customer_id": "c1", "kind": "useful", "text": "'
+        for _ in range(limit // 1024 + 2):
+            yield b"y" * 1024
+        yield b'"}'
+
+    r = client.post("/v1/feedback", content=chunks(), headers=_auth(WRITE) |
+                    {"content-type": "application/json"})
+    assert r.status_code == 413, r.text
+    small = client.post("/v1/feedback", json=big | {"text": "fine"}, headers=_auth(WRITE))
+    assert small.status_code == 201, small.text
+
+
+def test_bad_json_is_400_and_errors_never_echo_the_input(client) -> None:
+    r = client.post("/v1/feedback", content=b'{"feedback_id": "fb-j", ', headers=_auth(WRITE)
+                    | {"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["detail"][0]["type"] == "json_invalid"
+    secret = "call-me-on-5025550100-" + "z" * 2000
+    r = client.post("/v1/feedback", json={"feedback_id": "fb-e", "customer_id": "c1",
+                                          "kind": "useful", "text": secret},
+                    headers=_auth(WRITE))
+    assert r.status_code == 422
+    assert "5025550100" not in r.text and len(r.text) < 1000
+    assert r.json()["detail"][0]["loc"][:2] == ["body", "text"]
+
+
+def test_from_after_to_is_422(client) -> None:
+    r = client.get("/v1/risk-windows", params={"from": "2023-07-02T00:00:00Z",
+                                               "to": "2023-07-01T00:00:00Z"}, headers=_auth(READ))
+    assert r.status_code == 422 and "swap" in r.json()["detail"]
+
+
+def test_a_damaged_run_is_503_and_health_says_so(cfg, tmp_path) -> None:
+    home = tmp_path / "home"
+    run_dir = _publish(home / "runs", NEW_RUN, "2023-07-01T00:00:00Z")
+    damaged = load_settings(REPO / "configs" / "kentucky.yaml",
+                            overrides={"paths": {"home": str(home)}})
+    with TestClient(create_app(damaged, tokens=_tokens())) as c:
+        assert c.get("/health").json()["latest_run_intact"] is True
+        assert c.get("/v1/risk-windows", headers=_auth(READ)).status_code == 200
+        target = run_dir / publish.HOURLY_PARQUET
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # one flipped byte; the file may still decode
+        target.write_bytes(bytes(data))
+        r = c.get("/v1/areas/21107/risk", headers=_auth(READ))
+        assert r.status_code == 503 and publish.HOURLY_PARQUET in r.json()["detail"]
+        h = c.get("/health")
+        assert h.status_code == 503 and h.json()["latest_run_intact"] is False
+        (run_dir / publish.MANIFEST_JSON).write_text("{not json", encoding="utf-8")
+        r = c.get("/v1/runs/latest", headers=_auth(READ))
+        assert r.status_code == 503 and "run.json" in r.json()["detail"]
 
 
 # ---------------------------------------------------------------------- run-published webhook

@@ -338,6 +338,9 @@ class Health(_Out):
     runs_dir: bool = Field(description="the runs folder is readable")
     outbox: bool = Field(description="the outbox database answers")
     latest_run_id: str | None
+    latest_run_intact: bool | None = Field(
+        default=None, description="the latest run's files match the checksums in its run.json "
+        "(null when no run is published)")
 
 
 class Problem(_Out):

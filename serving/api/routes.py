@@ -45,9 +45,12 @@ _AUTH: dict[int | str, dict[str, Any]] = {401: {"model": Problem, "description":
          403: {"model": Problem, "description": "the token lacks the scope"},
          422: {"model": Problem, "description": "invalid parameters"}}
 _WRITE: dict[int | str, dict[str, Any]] = _AUTH | {
-    400: {"model": Problem, "description": "the body is not JSON"}}
+    400: {"model": Problem, "description": "the body is not JSON"},
+    413: {"model": Problem, "description": "the body is above api.max_body_bytes"}}
 _READ: dict[int | str, dict[str, Any]] = _AUTH | {304: {"description": "not modified (If-None-Match matched the ETag)"},
-                 404: {"model": Problem, "description": "no such run (or none published)"}}
+                 404: {"model": Problem, "description": "no such run (or none published)"},
+                 503: {"model": Problem, "description": "the run's files no longer match the "
+                       "checksums in its run.json; nothing is served from it"}}
 
 AreaFilter = Annotated[str | None, Query(min_length=1, max_length=64, description="area id")]
 
@@ -59,7 +62,8 @@ def _missing(exc: LookupError) -> HTTPException:
 
 
 @router.get("/health", response_model=Health, tags=["health"],
-            responses={503: {"model": Health, "description": "runs folder or outbox unreachable"}})
+            responses={503: {"model": Health, "description": "runs folder or outbox unreachable, "
+                                "or the latest run damaged"}})
 def health(request: Request, response: Response) -> Health:
     """Liveness and readiness, without auth: the runs folder is readable and the outbox
     database answers."""
@@ -72,12 +76,20 @@ def health(request: Request, response: Response) -> Health:
     except (SQLAlchemyError, OSError):  # not reachable: reported as degraded, not raised
         outbox_ok = False
     ids = store.run_ids() if runs_ok else []
-    ok = runs_ok and outbox_ok
+    latest_ok: bool | None = None
+    if ids:
+        try:  # checksums are checked once per file version, so this stays cheap
+            store.verify(store.get(ids[-1]))
+            latest_ok = True
+        except (publish.RunDamaged, OSError):
+            latest_ok = False
+    ok = runs_ok and outbox_ok and latest_ok is not False
     if not ok:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     return Health(status="ok" if ok else "degraded", schema_version=publish.SCHEMA_VERSION,
                   api_version=request.app.state.settings.api.version, runs_dir=runs_ok,
-                  outbox=outbox_ok, latest_run_id=ids[-1] if ids else None)
+                  outbox=outbox_ok, latest_run_id=ids[-1] if ids else None,
+                  latest_run_intact=latest_ok)
 
 
 @router.get("/v1/risk-windows", response_model=RiskWindowPage, responses=_READ, tags=["risk"])
@@ -92,6 +104,9 @@ def risk_windows(
         alias="to", description="keep windows starting before this time (ISO-8601 with zone)")] = None,
 ) -> Any:
     """Ranked risk windows of a run (the latest by default), filtered and paged."""
+    if time_from is not None and time_to is not None and time_from > time_to:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            detail="`from` is after `to`: no window could match; swap them")
     if (cached := deps.not_modified(request, response, run)) is not None:
         return cached
     frame = filter_windows(deps.store(request).windows(run), min_probability=min_probability,

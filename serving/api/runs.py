@@ -93,35 +93,58 @@ class RunStore:
     def windows(self, run: Run) -> pd.DataFrame:
         """Risk windows, drivers decoded (list of dicts per row)."""
         path = run.directory / publish.WINDOWS_PARQUET
-        return _read_windows(str(run.directory), _mtime(path, run))
+        return _read_windows(str(run.directory), _checked(path, run))
 
     def hourly(self, run: Run) -> pd.DataFrame:
         path = run.directory / publish.HOURLY_PARQUET
-        return _read_parquet(str(path), _mtime(path, run))
+        return _read_parquet(str(path), _checked(path, run))
 
     def advisories(self, run: Run) -> tuple[dict[str, Any], ...]:
         path = run.directory / publish.ADVISORIES_JSONL
-        return _read_jsonl(str(path), _mtime(path, run))
+        return _read_jsonl(str(path), _checked(path, run))
 
     def outages(self, run: Run) -> pd.DataFrame:
         path = run.directory / publish.OUTAGES_PARQUET
-        return _read_parquet(str(path), _mtime(path, run))
+        return _read_parquet(str(path), _checked(path, run))
+
+    def verify(self, run: Run) -> None:
+        """Every output run.json lists matches its sha256 (publish.RunDamaged otherwise);
+        checked once per file version."""
+        outputs = run.outputs
+        for name in sorted(outputs):
+            _checked(run.directory / name, run)
 
 
-def _mtime(path: Path, run: Run) -> int:
+def _checked(path: Path, run: Run) -> int:
+    """The modification time of a run file whose content matches the sha256 run.json recorded
+    for it (the cache key of its reader); RunFileMissing when it is absent, publish.RunDamaged
+    when it changed after publishing, so a damaged run is never served as numbers."""
     try:
-        return path.stat().st_mtime_ns
+        mtime_ns = path.stat().st_mtime_ns
     except FileNotFoundError as exc:
+        if path.name in run.outputs:
+            raise publish.RunDamaged(
+                f"run {run.run_id}: {path.name} is missing but run.json lists it; the run "
+                "directory is damaged") from exc
         raise RunFileMissing(f"run {run.run_id} has no {path.name}") from exc
+    expected = run.outputs.get(path.name)
+    if expected is not None and not _matches(str(path), mtime_ns, str(expected)):
+        raise publish.RunDamaged(
+            f"run {run.run_id}: {path.name} does not match the sha256 run.json recorded for "
+            "it (changed or damaged after publishing); restore the run directory or publish "
+            "a new run")
+    return mtime_ns
+
+
+@lru_cache(maxsize=256)
+def _matches(path: str, mtime_ns: int, expected: str) -> bool:
+    return publish.sha256_file(Path(path)) == expected
 
 
 # Cached by (path, modification time): a rewritten file is read again, an unchanged one never.
 @lru_cache(maxsize=64)
 def _read_json(path: str, mtime_ns: int) -> dict[str, Any]:
-    doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    if not isinstance(doc, dict):
-        raise RunNotFound(f"{Path(path).parent.name}: run.json is not an object")
-    return doc
+    return publish.read_manifest(Path(path).parent)
 
 
 @lru_cache(maxsize=16)
