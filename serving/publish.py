@@ -29,7 +29,7 @@ ADVISORIES_JSONL = "advisories.jsonl"
 METRICS_JSON = "metrics.json"
 OUTAGES_PARQUET = "outage_estimates.parquet"
 MANIFEST_JSON = "run.json"
-AREAS_PARQUET = "areas.parquet"  # area_id, customers_served, timezone: rebuilds the registry
+AREAS_PARQUET = "areas.parquet"  # area_id, customers_served, timezone (+ area_name): the registry
 RESTORATIONS_PARQUET = "restorations.parquet"  # outages restored just before the as-of
 CONTROL_JSONL = "control_group.jsonl"  # risk messages withheld from the control group
 
@@ -133,6 +133,7 @@ def write_advice_inputs(
     Returns file name -> sha256."""
     run_dir.mkdir(parents=True, exist_ok=True)
     cols = ["area_id", "customers_served", "timezone"]
+    cols += ["area_name"] if "area_name" in areas.columns else []
     areas[cols].to_parquet(run_dir / AREAS_PARQUET, index=False)
     restorations.to_parquet(run_dir / RESTORATIONS_PARQUET, index=False)
     _write_jsonl(run_dir / CONTROL_JSONL, control.to_dict(orient="records"))

@@ -312,6 +312,26 @@ def test_area_risk_hourly(client) -> None:
     assert body["items"][0]["prob"] == pytest.approx(0.15)
 
 
+def test_area_without_a_window_is_named_from_the_area_table(tmp_path) -> None:
+    as_of = pd.Timestamp("2023-07-01T00:00:00Z")
+    windows, hourly, advisories, _ = _frames(NEW_RUN, as_of)
+    run_dir = tmp_path / "runs" / NEW_RUN
+    checksums = publish.write_outputs(run_dir, windows=windows[windows["area_id"] != "21111"],
+                                      hourly=hourly, advisories=advisories, metrics={}, meta={})
+    areas = pd.DataFrame({"area_id": list(AREAS), "area_name": list(AREAS.values()),
+                          "customers_served": 1000, "timezone": "America/New_York"})
+    checksums |= publish.write_advice_inputs(run_dir, areas, pd.DataFrame({"event_id": []}),
+                                             pd.DataFrame({"customer_id": []}))
+    publish.write_manifest(run_dir, {"run_id": NEW_RUN, "as_of": as_of.isoformat(),
+                                     "outputs": checksums})
+    cfg = load_settings(REPO / "configs" / "kentucky.yaml",
+                        overrides={"paths": {"home": str(tmp_path)}})
+    with TestClient(create_app(cfg, tokens=_tokens())) as c:
+        r = c.get("/v1/areas/21111/risk", headers=_auth(READ))
+    assert r.status_code == 200, r.text
+    assert r.json()["area_name"] == "Jefferson County"
+
+
 def test_unknown_area_is_404_with_detail(client) -> None:
     r = client.get("/v1/areas/00000/risk", headers=_auth(READ))
     assert r.status_code == 404

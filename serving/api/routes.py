@@ -132,11 +132,9 @@ def area_risk(
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             detail=f"area {area_id!r} is not in run {run.run_id} "
                             f"({hourly['area_id'].nunique()} areas are)")
-    windows = store.windows(run)
-    names = windows.loc[windows["area_id"].astype(str) == area_id, "area_name"]
     version = rows["model_version"].iloc[0] if "model_version" in rows else None
     return AreaRisk.model_validate(dict(schema_version=run.schema_version, run_id=run.run_id, as_of=run.as_of,
-                    area_id=area_id, area_name=str(names.iloc[0]) if len(names) else None,
+                    area_id=area_id, area_name=store.area_name(run, area_id),
                     model_version=None if version is None else str(version), items=records(rows)))
 
 

@@ -107,6 +107,22 @@ class RunStore:
         path = run.directory / publish.OUTAGES_PARQUET
         return _read_parquet(str(path), _checked(path, run))
 
+    def area_name(self, run: Run, area_id: str) -> str | None:
+        """The area's name from its windows, else from the run's area table (None when
+        neither names it, e.g. a run written before the table carried names)."""
+        windows = self.windows(run)
+        names = windows.loc[windows["area_id"].astype(str) == area_id, "area_name"].dropna()
+        if len(names):
+            return str(names.iloc[0])
+        path = run.directory / publish.AREAS_PARQUET
+        if not path.is_file():
+            return None
+        areas = _read_parquet(str(path), _checked(path, run))
+        if "area_name" not in areas.columns:
+            return None
+        found = areas.loc[areas["area_id"].astype(str) == area_id, "area_name"].dropna()
+        return str(found.iloc[0]) if len(found) else None
+
     def verify(self, run: Run) -> None:
         """Every output run.json lists matches its sha256 (publish.RunDamaged otherwise);
         checked once per file version."""
