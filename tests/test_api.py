@@ -597,6 +597,14 @@ def test_bad_json_is_400_and_errors_never_echo_the_input(client) -> None:
     assert r.json()["detail"][0]["loc"][:2] == ["body", "text"]
 
 
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_a_body_not_sent_as_json_is_400(client, content_type) -> None:
+    headers = _auth(WRITE) | ({"content-type": content_type} if content_type else {})
+    r = client.post("/v1/feedback", content=b"call-me-on-5025550100", headers=headers)
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"][0]["type"] == "json_invalid" and "5025550100" not in r.text
+
+
 def test_from_after_to_is_422(client) -> None:
     r = client.get("/v1/risk-windows", params={"from": "2023-07-02T00:00:00Z",
                                                "to": "2023-07-01T00:00:00Z"}, headers=_auth(READ))

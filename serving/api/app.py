@@ -86,6 +86,10 @@ def _validation_problem(request: Request, exc: Exception) -> JSONResponse:
     errors name the field and the rule but never echo the submitted value back."""
     errors: list[dict[str, Any]] = []
     for err in exc.errors() if isinstance(exc, RequestValidationError) else ():
+        if tuple(err.get("loc") or ()) == ("body",) and isinstance(err.get("input"), bytes):
+            # FastAPI hands the raw bytes on when the Content-Type is not JSON: not JSON, 400
+            err = {"type": "json_invalid", "loc": ("body",),
+                   "msg": "the body is not JSON: send it with Content-Type: application/json"}
         errors.append({k: err[k] for k in ("type", "loc", "msg") if k in err})
     code = (status.HTTP_400_BAD_REQUEST if any(e.get("type") == "json_invalid" for e in errors)
             else status.HTTP_422_UNPROCESSABLE_CONTENT)
