@@ -632,6 +632,64 @@ def test_a_damaged_run_is_503_and_health_says_so(cfg, tmp_path) -> None:
         assert r.status_code == 503 and "run.json" in r.json()["detail"]
 
 
+def test_a_run_file_replaced_by_a_directory_is_503(cfg, tmp_path) -> None:
+    home = tmp_path / "home"
+    run_dir = _publish(home / "runs", NEW_RUN, "2023-07-01T00:00:00Z")
+    damaged = load_settings(REPO / "configs" / "kentucky.yaml",
+                            overrides={"paths": {"home": str(home)}})
+    (run_dir / publish.HOURLY_PARQUET).unlink()
+    (run_dir / publish.HOURLY_PARQUET).mkdir()
+    with TestClient(create_app(damaged, tokens=_tokens()), raise_server_exceptions=False) as c:
+        r = c.get("/v1/areas/21107/risk", headers=_auth(READ))
+        assert r.status_code == 503 and publish.HOURLY_PARQUET in r.json()["detail"], r.text
+        assert c.get("/health").status_code == 503
+
+
+def test_nothing_is_served_from_a_run_with_any_damaged_file(cfg, tmp_path) -> None:
+    home = tmp_path / "home"
+    run_dir = _publish(home / "runs", NEW_RUN, "2023-07-01T00:00:00Z")
+    damaged = load_settings(REPO / "configs" / "kentucky.yaml",
+                            overrides={"paths": {"home": str(home)}})
+    with TestClient(create_app(damaged, tokens=_tokens())) as c:
+        assert c.get("/v1/risk-windows", headers=_auth(READ)).status_code == 200
+        with open(run_dir / publish.METRICS_JSON, "a", encoding="utf-8") as fh:  # none reads it
+            fh.write(" ")
+        for url in ("/v1/risk-windows", "/v1/areas/21107/risk", "/v1/advisories",
+                    "/v1/outages/open", "/v1/runs/latest", f"/v1/runs/{NEW_RUN}"):
+            r = c.get(url, headers=_auth(READ))
+            assert r.status_code == 503 and publish.METRICS_JSON in r.json()["detail"], url
+
+
+@pytest.mark.parametrize("manifest", [
+    {}, {"outputs": ["risk_windows.parquet"]}, {"as_of": "soon"}, {"model": "champion"},
+    {"inputs": "x"}, {"run_id": None}, "",
+], ids=["empty", "outputs-list", "as_of", "model", "inputs", "run_id", "not-json"])
+def test_a_run_json_that_is_no_manifest_is_503_without_server_paths(cfg, tmp_path,
+                                                                    manifest) -> None:
+    home = tmp_path / "home"
+    run_dir = _publish(home / "runs", NEW_RUN, "2023-07-01T00:00:00Z")
+    path = run_dir / publish.MANIFEST_JSON
+    if isinstance(manifest, dict):
+        good = json.loads(path.read_text(encoding="utf-8"))
+        edited = {} if not manifest else good | manifest
+        path.write_text(json.dumps({k: v for k, v in edited.items() if v is not None}),
+                        encoding="utf-8")
+    else:
+        path.write_text(manifest, encoding="utf-8")
+    damaged = load_settings(REPO / "configs" / "kentucky.yaml",
+                            overrides={"paths": {"home": str(home)}})
+    with TestClient(create_app(damaged, tokens=_tokens()), raise_server_exceptions=False) as c:
+        for url in ("/v1/runs/latest", f"/v1/runs/{NEW_RUN}", "/v1/risk-windows"):
+            r = c.get(url, headers=_auth(READ))
+            assert r.status_code in (200, 503), (url, r.status_code, r.text)
+            assert str(tmp_path) not in r.text
+        assert c.get("/v1/runs/latest", headers=_auth(READ)).status_code == 503
+        # as_of and outputs are what every read relies on: those make the whole run unusable
+        unusable = manifest in ({}, {"outputs": ["risk_windows.parquet"]}, {"as_of": "soon"}, "")
+        assert r.status_code == (503 if unusable else 200)
+        assert c.get("/health").status_code == (503 if unusable else 200)
+
+
 # ---------------------------------------------------------------------- run-published webhook
 
 

@@ -113,11 +113,14 @@ def run_for(
         pattern=RUN_ID_PATTERN, max_length=128,
         description="a past run by id; default the latest published run")] = None,
 ) -> Run:
-    """The run a read serves, or 404 with the reason."""
+    """The run a read serves, or 404 with the reason; publish.RunDamaged (503) when any of
+    its files differs from run.json, not only those the route reads (nothing is served)."""
     try:
-        return store(request).resolve(run_id)
+        run = store(request).resolve(run_id)
     except RunNotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
+    store(request).verify(run)
+    return run
 
 
 RunDep = Annotated[Run, Depends(run_for)]

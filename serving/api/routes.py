@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
+from pydantic import ValidationError
 from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -81,7 +82,7 @@ def health(request: Request, response: Response) -> Health:
         try:  # checksums are checked once per file version, so this stays cheap
             store.verify(store.get(ids[-1]))
             latest_ok = True
-        except (publish.RunDamaged, OSError):
+        except (publish.RunDamaged, RunNotFound, OSError):  # RunNotFound: removed meanwhile
             latest_ok = False
     ok = runs_ok and outbox_ok and latest_ok is not False
     if not ok:
@@ -140,16 +141,23 @@ def area_risk(
 
 def _manifest(run: Run) -> RunManifest:
     m = run.manifest
-    inputs = [{"name": str(i.get("path", "")).rsplit("/", 1)[-1], "bytes": i.get("bytes", 0),
-               "sha256": i.get("sha256", "")} for i in m.get("inputs") or []]
-    advisories = {k: v for k, v in (m.get("advisories") or {}).items() if isinstance(v, int)}
     base = f"/v1/runs/{run.run_id}"
     links = {"self": base, "risk_windows": f"/v1/risk-windows?run_id={run.run_id}",
              "advisories": f"/v1/advisories?run_id={run.run_id}",
              "open_outages": f"/v1/outages/open?run_id={run.run_id}"}
-    return RunManifest.model_validate(m | {"schema_version": run.schema_version,
-                                           "inputs": inputs, "advisories": advisories,
-                                           "links": links})
+    try:
+        inputs = [{"name": str(i.get("path", "")).rsplit("/", 1)[-1], "bytes": i.get("bytes", 0),
+                   "sha256": i.get("sha256", "")} for i in m.get("inputs") or []]
+        advisories = {k: v for k, v in (m.get("advisories") or {}).items() if isinstance(v, int)}
+        return RunManifest.model_validate(m | {"schema_version": run.schema_version,
+                                               "inputs": inputs, "advisories": advisories,
+                                               "links": links})
+    except (AttributeError, TypeError, ValidationError) as exc:  # a hand-edited run.json
+        fields = sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+                        if isinstance(exc, ValidationError) else {"inputs or advisories"})
+        raise publish.RunDamaged(
+            f"run {run.run_id}: run.json is not a valid run manifest ({', '.join(fields)}); "
+            "the run directory is damaged: restore it or publish a new run") from exc
 
 
 @router.get("/v1/runs/latest", response_model=RunManifest, responses=_READ, tags=["runs"])
@@ -159,6 +167,7 @@ def latest_run(request: Request, response: Response, _: Reader) -> Any:
         run = deps.store(request).latest()
     except RunNotFound as exc:
         raise _missing(exc) from exc
+    deps.store(request).verify(run)
     return deps.not_modified(request, response, run) or _manifest(run)
 
 
@@ -172,6 +181,7 @@ def run_manifest(
         run = deps.store(request).get(run_id)
     except RunNotFound as exc:
         raise _missing(exc) from exc
+    deps.store(request).verify(run)
     return deps.not_modified(request, response, run) or _manifest(run)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import TypeAdapter, ValidationError
 
 from serving import publish
 from serving.api.models import RUN_ID_PATTERN
@@ -81,9 +82,17 @@ class RunStore:
         if not _RUN_ID.match(run_id):
             raise RunNotFound(f"run {run_id!r} is not a valid run id")
         path = self.runs_dir / run_id / publish.MANIFEST_JSON
-        if not path.is_file():
-            raise RunNotFound(f"run {run_id!r} not found (or not finished)")
-        manifest = _read_json(str(path), path.stat().st_mtime_ns)
+        try:
+            manifest = _read_json(str(path), path.stat().st_mtime_ns)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise RunNotFound(f"run {run_id!r} not found (or not finished)") from exc
+        except (publish.RunDamaged, OSError) as exc:  # its message names the server path
+            raise publish.RunDamaged(
+                f"run {run_id}: run.json cannot be read as a JSON object; the run directory "
+                "is damaged: restore it or publish a new run") from exc
+        if (problem := _manifest_problem(manifest)) is not None:
+            raise publish.RunDamaged(f"run {run_id}: run.json {problem}; the run directory is "
+                                     "damaged: restore it or publish a new run")
         return Run(run_id=run_id, directory=path.parent, manifest=manifest)
 
     def resolve(self, run_id: str | None) -> Run:
@@ -144,12 +153,34 @@ def _checked(path: Path, run: Run) -> int:
                 "directory is damaged") from exc
         raise RunFileMissing(f"run {run.run_id} has no {path.name}") from exc
     expected = run.outputs.get(path.name)
-    if expected is not None and not _matches(str(path), mtime_ns, str(expected)):
+    try:
+        intact = expected is None or _matches(str(path), mtime_ns, str(expected))
+    except OSError as exc:  # e.g. replaced by a directory, or unreadable
+        raise publish.RunDamaged(
+            f"run {run.run_id}: {path.name} cannot be read ({type(exc).__name__}); the run "
+            "directory is damaged") from exc
+    if not intact:
         raise publish.RunDamaged(
             f"run {run.run_id}: {path.name} does not match the sha256 run.json recorded for "
             "it (changed or damaged after publishing); restore the run directory or publish "
             "a new run")
     return mtime_ns
+
+
+_AS_OF = TypeAdapter(datetime)
+
+
+def _manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What makes ``manifest`` unusable as a run's run.json (None when nothing does): the
+    routes rely on ``as_of`` being a time and ``outputs`` (when given) a name -> sha256 map."""
+    outputs = manifest.get("outputs")
+    if outputs is not None and not isinstance(outputs, dict):
+        return "has `outputs` that is not an object"
+    try:
+        _AS_OF.validate_python(manifest.get("as_of"))
+    except ValidationError:
+        return "has no valid `as_of` time"
+    return None
 
 
 @lru_cache(maxsize=256)
