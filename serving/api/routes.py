@@ -104,10 +104,9 @@ def risk_windows(
     time_to: Annotated[IsoTime | None, Query(
         alias="to", description="keep windows starting before this time (ISO-8601 with zone)")] = None,
 ) -> Any:
-    """Ranked risk windows of a run (the latest by default), filtered and paged."""
-    if time_from is not None and time_to is not None and time_from > time_to:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            detail="`from` is after `to`: no window could match; swap them")
+    """Ranked risk windows of a run (the latest by default), filtered and paged. ``from``
+    after ``to`` is an empty range: an empty page, not an error (the OpenAPI document cannot
+    state a rule between two parameters, so a schema-valid request is never refused)."""
     if (cached := deps.not_modified(request, response, run)) is not None:
         return cached
     frame = filter_windows(deps.store(request).windows(run), min_probability=min_probability,
