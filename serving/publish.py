@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -142,12 +142,27 @@ def write_advice_inputs(
 
 
 class RunDamaged(ValueError):
-    """A finished run directory whose run.json cannot be read, or whose output files are
-    missing or differ from the sha256 its run.json recorded: the message names the file and
-    says what to do. Nothing is read from such a run (its numbers could be quietly wrong)."""
+    """A finished run directory whose run.json cannot be read or is no manifest, or whose
+    output files are missing or differ from the sha256 its run.json recorded. Nothing is read
+    from such a run (its numbers could be quietly wrong). ``str()`` names the file with its
+    path and says what to do (the CLI's line); ``public_message`` names it by run id and file
+    name only (for API clients, who must not see server paths)."""
+
+    def __init__(self, run_dir: Path, name: str, problem: str,
+                 manifest: Mapping[str, Any] | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.name = name
+        self.problem = problem
+        super().__init__(f"{self.run_dir / name}: {problem}; the run directory is damaged: "
+                         f"{_damaged_hint(manifest)}")
+
+    @property
+    def public_message(self) -> str:
+        return (f"run {self.run_dir.name}: {self.name}: {self.problem}; the run directory is "
+                "damaged: restore it or publish a new run")
 
 
-def _damaged_hint(manifest: dict[str, Any] | None) -> str:
+def _damaged_hint(manifest: Mapping[str, Any] | None) -> str:
     as_of = (manifest or {}).get("as_of")
     again = f" --as-of {as_of}" if as_of else ""
     return f"restore the run directory from a copy, or make a new run with `forewarn nightly{again}`"
@@ -155,36 +170,50 @@ def _damaged_hint(manifest: dict[str, Any] | None) -> str:
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
     """``run.json`` of a finished run; RunDamaged naming the file when it is not a JSON
-    object (FileNotFoundError when it is absent: the run is not finished)."""
+    object, lists its ``outputs`` other than as an object, or has no ISO-8601 ``as_of``
+    (every reader relies on those two). FileNotFoundError when it is absent: the run is not
+    finished."""
     path = Path(run_dir) / MANIFEST_JSON
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunDamaged(f"{path}: not valid JSON ({exc}); the run directory is damaged: "
-                         f"{_damaged_hint(None)}") from exc
+        raise RunDamaged(run_dir, MANIFEST_JSON, f"not valid JSON ({exc})") from exc
     if not isinstance(doc, dict):
-        raise RunDamaged(f"{path}: not a JSON object; the run directory is damaged: "
-                         f"{_damaged_hint(None)}")
+        raise RunDamaged(run_dir, MANIFEST_JSON, "not a JSON object")
+    if doc.get("outputs") is not None and not isinstance(doc["outputs"], dict):
+        raise RunDamaged(run_dir, MANIFEST_JSON, "`outputs` is not an object")
+    try:
+        datetime.fromisoformat(doc["as_of"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunDamaged(run_dir, MANIFEST_JSON, "no valid ISO-8601 `as_of` time") from exc
     return doc
 
 
-def verify_outputs(run_dir: Path, manifest: dict[str, Any]) -> None:
+def output_problem(path: Path, expected: str,
+                   digest: Callable[[Path], str] = sha256_file) -> str | None:
+    """What is wrong with the run output ``path`` whose run.json sha256 is ``expected``
+    (None when nothing is): missing, unreadable or changed since publishing. ``digest``: how
+    to hash it (the API passes one cached per file version)."""
+    if not path.is_file():
+        return "missing or not a file, but run.json lists it among the run's outputs"
+    try:
+        actual = digest(path)
+    except OSError as exc:
+        return f"cannot be read ({type(exc).__name__})"
+    if actual != expected:
+        return ("does not match the sha256 run.json recorded for it (changed or damaged after "
+                "the run was published); nothing was read from the run")
+    return None
+
+
+def verify_outputs(run_dir: Path, manifest: dict[str, Any],
+                   digest: Callable[[Path], str] = sha256_file) -> None:
     """Check every output file ``run.json`` lists (``outputs``: name -> sha256) against its
     checksum; RunDamaged naming the first file that is missing or differs. Runs written
     before the manifest listed outputs pass unchecked."""
-    outputs = manifest.get("outputs")
-    if not isinstance(outputs, dict):
-        return
-    for name, expected in sorted(outputs.items()):
-        path = Path(run_dir) / str(name)
-        if not path.is_file():
-            raise RunDamaged(f"{path}: missing, but run.json lists it among the run's outputs; "
-                             f"the run directory is damaged: {_damaged_hint(manifest)}")
-        if sha256_file(path) != str(expected):
-            raise RunDamaged(
-                f"{path}: does not match the sha256 run.json recorded for it (changed or "
-                f"damaged after the run was published); nothing was read from the run: "
-                f"{_damaged_hint(manifest)}")
+    for name, expected in sorted((manifest.get("outputs") or {}).items()):
+        if (problem := output_problem(Path(run_dir) / str(name), str(expected), digest)):
+            raise RunDamaged(run_dir, str(name), problem, manifest)
 
 
 def read_verified_manifest(run_dir: Path) -> dict[str, Any]:

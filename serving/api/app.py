@@ -97,7 +97,9 @@ def _validation_problem(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _damaged_problem(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+    """503 naming the run and the file, never the server's path."""
+    detail = exc.public_message if isinstance(exc, RunDamaged) else "run damaged"
+    return JSONResponse({"detail": detail}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
 
 
 def create_app(

@@ -154,9 +154,8 @@ def _manifest(run: Run) -> RunManifest:
     except (AttributeError, TypeError, ValidationError) as exc:  # a hand-edited run.json
         fields = sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"]}
                         if isinstance(exc, ValidationError) else {"inputs or advisories"})
-        raise publish.RunDamaged(
-            f"run {run.run_id}: run.json is not a valid run manifest ({', '.join(fields)}); "
-            "the run directory is damaged: restore it or publish a new run") from exc
+        raise publish.RunDamaged(run.directory, publish.MANIFEST_JSON,
+                                 f"not a valid run manifest ({', '.join(fields)})") from exc
 
 
 @router.get("/v1/runs/latest", response_model=RunManifest, responses=_READ, tags=["runs"])

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pydantic import TypeAdapter, ValidationError
 
 from serving import publish
 from serving.api.models import RUN_ID_PATTERN
@@ -86,13 +85,9 @@ class RunStore:
             manifest = _read_json(str(path), path.stat().st_mtime_ns)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
             raise RunNotFound(f"run {run_id!r} not found (or not finished)") from exc
-        except (publish.RunDamaged, OSError) as exc:  # its message names the server path
-            raise publish.RunDamaged(
-                f"run {run_id}: run.json cannot be read as a JSON object; the run directory "
-                "is damaged: restore it or publish a new run") from exc
-        if (problem := _manifest_problem(manifest)) is not None:
-            raise publish.RunDamaged(f"run {run_id}: run.json {problem}; the run directory is "
-                                     "damaged: restore it or publish a new run")
+        except OSError as exc:
+            raise publish.RunDamaged(path.parent, path.name,
+                                     f"cannot be read ({type(exc).__name__})") from exc
         return Run(run_id=run_id, directory=path.parent, manifest=manifest)
 
     def resolve(self, run_id: str | None) -> Run:
@@ -135,57 +130,30 @@ class RunStore:
     def verify(self, run: Run) -> None:
         """Every output run.json lists matches its sha256 (publish.RunDamaged otherwise);
         checked once per file version."""
-        outputs = run.outputs
-        for name in sorted(outputs):
+        for name in sorted(run.outputs):
             _checked(run.directory / name, run)
 
 
 def _checked(path: Path, run: Run) -> int:
-    """The modification time of a run file whose content matches the sha256 run.json recorded
-    for it (the cache key of its reader); RunFileMissing when it is absent, publish.RunDamaged
-    when it changed after publishing, so a damaged run is never served as numbers."""
+    """The modification time of a run file (the cache key of its reader) after checking it
+    against the sha256 run.json recorded for it (publish.output_problem, hashed once per file
+    version): publish.RunDamaged when it is missing, unreadable or changed, so a damaged run
+    is never served as numbers; RunFileMissing for an absent file run.json does not list."""
+    expected = run.outputs.get(path.name)
     try:
         mtime_ns = path.stat().st_mtime_ns
     except FileNotFoundError as exc:
-        if path.name in run.outputs:
-            raise publish.RunDamaged(
-                f"run {run.run_id}: {path.name} is missing but run.json lists it; the run "
-                "directory is damaged") from exc
-        raise RunFileMissing(f"run {run.run_id} has no {path.name}") from exc
-    expected = run.outputs.get(path.name)
-    try:
-        intact = expected is None or _matches(str(path), mtime_ns, str(expected))
-    except OSError as exc:  # e.g. replaced by a directory, or unreadable
-        raise publish.RunDamaged(
-            f"run {run.run_id}: {path.name} cannot be read ({type(exc).__name__}); the run "
-            "directory is damaged") from exc
-    if not intact:
-        raise publish.RunDamaged(
-            f"run {run.run_id}: {path.name} does not match the sha256 run.json recorded for "
-            "it (changed or damaged after publishing); restore the run directory or publish "
-            "a new run")
+        if expected is None:
+            raise RunFileMissing(f"run {run.run_id} has no {path.name}") from exc
+        mtime_ns = -1  # the check below reports it missing
+    if expected is not None and (problem := _problem(str(path), mtime_ns, expected)):
+        raise publish.RunDamaged(run.directory, path.name, problem, run.manifest)
     return mtime_ns
 
 
-_AS_OF = TypeAdapter(datetime)
-
-
-def _manifest_problem(manifest: dict[str, Any]) -> str | None:
-    """What makes ``manifest`` unusable as a run's run.json (None when nothing does): the
-    routes rely on ``as_of`` being a time and ``outputs`` (when given) a name -> sha256 map."""
-    outputs = manifest.get("outputs")
-    if outputs is not None and not isinstance(outputs, dict):
-        return "has `outputs` that is not an object"
-    try:
-        _AS_OF.validate_python(manifest.get("as_of"))
-    except ValidationError:
-        return "has no valid `as_of` time"
-    return None
-
-
 @lru_cache(maxsize=256)
-def _matches(path: str, mtime_ns: int, expected: str) -> bool:
-    return publish.sha256_file(Path(path)) == expected
+def _problem(path: str, mtime_ns: int, expected: str) -> str | None:
+    return publish.output_problem(Path(path), expected)
 
 
 # Cached by (path, modification time): a rewritten file is read again, an unchanged one never.
