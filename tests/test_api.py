@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import negative_data_rejection
 from sqlalchemy import select
 
-from configs.settings import ApiToken, api_tokens, load_settings
+from configs.settings import ApiToken, Settings, api_tokens, load_settings
 from serving import publish
 from serving.api import create_app
 from serving.feedback_store import feedback as feedback_table
@@ -565,6 +565,15 @@ def test_acknowledgement_reaches_the_outbox_row(client, cfg) -> None:
                        headers=_auth(READ)).status_code == 403
 
 
+def _lone_run(tmp_path: Path) -> tuple[Path, Settings]:
+    """One run published in a home of its own (for tests that damage it), and settings for
+    that home."""
+    home = tmp_path / "home"
+    run_dir = _publish(home / "runs", NEW_RUN, "2023-07-01T00:00:00Z")
+    return run_dir, load_settings(REPO / "configs" / "kentucky.yaml",
+                                  overrides={"paths": {"home": str(home)}})
+
+
 def test_oversized_bodies_are_413_before_they_are_read(client, cfg) -> None:
     limit = cfg.api.max_body_bytes
     big = {"feedback_id": "fb-big", "customer_id": "c1", "kind": "useful", "text": "x" * limit}
@@ -612,11 +621,8 @@ def test_from_after_to_is_an_empty_page(client) -> None:
     assert r.status_code == 200 and r.json()["total"] == 0 and r.json()["items"] == []
 
 
-def test_a_damaged_run_is_503_and_health_says_so(cfg, tmp_path) -> None:
-    home = tmp_path / "home"
-    run_dir = _publish(home / "runs", NEW_RUN, "2023-07-01T00:00:00Z")
-    damaged = load_settings(REPO / "configs" / "kentucky.yaml",
-                            overrides={"paths": {"home": str(home)}})
+def test_a_damaged_run_is_503_and_health_says_so(tmp_path) -> None:
+    run_dir, damaged = _lone_run(tmp_path)
     with TestClient(create_app(damaged, tokens=_tokens())) as c:
         assert c.get("/health").json()["latest_run_intact"] is True
         assert c.get("/v1/risk-windows", headers=_auth(READ)).status_code == 200
@@ -633,11 +639,8 @@ def test_a_damaged_run_is_503_and_health_says_so(cfg, tmp_path) -> None:
         assert r.status_code == 503 and "run.json" in r.json()["detail"]
 
 
-def test_a_run_file_replaced_by_a_directory_is_503(cfg, tmp_path) -> None:
-    home = tmp_path / "home"
-    run_dir = _publish(home / "runs", NEW_RUN, "2023-07-01T00:00:00Z")
-    damaged = load_settings(REPO / "configs" / "kentucky.yaml",
-                            overrides={"paths": {"home": str(home)}})
+def test_a_run_file_replaced_by_a_directory_is_503(tmp_path) -> None:
+    run_dir, damaged = _lone_run(tmp_path)
     (run_dir / publish.HOURLY_PARQUET).unlink()
     (run_dir / publish.HOURLY_PARQUET).mkdir()
     with TestClient(create_app(damaged, tokens=_tokens()), raise_server_exceptions=False) as c:
@@ -646,11 +649,8 @@ def test_a_run_file_replaced_by_a_directory_is_503(cfg, tmp_path) -> None:
         assert c.get("/health").status_code == 503
 
 
-def test_nothing_is_served_from_a_run_with_any_damaged_file(cfg, tmp_path) -> None:
-    home = tmp_path / "home"
-    run_dir = _publish(home / "runs", NEW_RUN, "2023-07-01T00:00:00Z")
-    damaged = load_settings(REPO / "configs" / "kentucky.yaml",
-                            overrides={"paths": {"home": str(home)}})
+def test_nothing_is_served_from_a_run_with_any_damaged_file(tmp_path) -> None:
+    run_dir, damaged = _lone_run(tmp_path)
     with TestClient(create_app(damaged, tokens=_tokens())) as c:
         assert c.get("/v1/risk-windows", headers=_auth(READ)).status_code == 200
         with open(run_dir / publish.METRICS_JSON, "a", encoding="utf-8") as fh:  # none reads it
@@ -665,10 +665,8 @@ def test_nothing_is_served_from_a_run_with_any_damaged_file(cfg, tmp_path) -> No
     {}, {"outputs": ["risk_windows.parquet"]}, {"as_of": "soon"}, {"model": "champion"},
     {"inputs": "x"}, {"run_id": None}, "",
 ], ids=["empty", "outputs-list", "as_of", "model", "inputs", "run_id", "not-json"])
-def test_a_run_json_that_is_no_manifest_is_503_without_server_paths(cfg, tmp_path,
-                                                                    manifest) -> None:
-    home = tmp_path / "home"
-    run_dir = _publish(home / "runs", NEW_RUN, "2023-07-01T00:00:00Z")
+def test_a_run_json_that_is_no_manifest_is_503_without_server_paths(tmp_path, manifest) -> None:
+    run_dir, damaged = _lone_run(tmp_path)
     path = run_dir / publish.MANIFEST_JSON
     if isinstance(manifest, dict):
         good = json.loads(path.read_text(encoding="utf-8"))
@@ -677,8 +675,6 @@ def test_a_run_json_that_is_no_manifest_is_503_without_server_paths(cfg, tmp_pat
                         encoding="utf-8")
     else:
         path.write_text(manifest, encoding="utf-8")
-    damaged = load_settings(REPO / "configs" / "kentucky.yaml",
-                            overrides={"paths": {"home": str(home)}})
     with TestClient(create_app(damaged, tokens=_tokens()), raise_server_exceptions=False) as c:
         for url in ("/v1/runs/latest", f"/v1/runs/{NEW_RUN}", "/v1/risk-windows"):
             r = c.get(url, headers=_auth(READ))

@@ -6,6 +6,7 @@ exit 2, and write nothing, instead of a traceback or a report built from wrong n
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -79,6 +80,21 @@ def test_a_run_json_that_is_not_json_is_named(tmp_path: Path) -> None:
     (run / publish.MANIFEST_JSON).write_text("{", encoding="utf-8")
     with pytest.raises(RunDamaged, match=r"run\.json: not valid JSON"):
         read_verified_manifest(run)
+
+
+@pytest.mark.parametrize(("edit", "problem"), [
+    ({"as_of": None}, "no valid ISO-8601 `as_of`"), ({"as_of": "soon"}, "no valid ISO-8601"),
+    ({"outputs": [publish.HOURLY_PARQUET]}, "`outputs` is not an object")])
+def test_a_run_json_that_is_no_manifest_is_named(tmp_path: Path, edit: dict, problem: str) -> None:
+    run = _run(tmp_path)
+    path = run / publish.MANIFEST_JSON
+    manifest = {k: v for k, v in (json.loads(path.read_text(encoding="utf-8")) | edit).items()
+                if v is not None}
+    path.write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(RunDamaged, match=rf"run\.json: {re.escape(problem)}") as err:
+        read_verified_manifest(run)
+    assert err.value.public_message.startswith(f"run {run.name}: run.json: {problem}")
+    assert str(tmp_path) not in err.value.public_message
 
 
 @pytest.mark.parametrize("command", ["advise", "report", "report-html"])
