@@ -27,27 +27,15 @@ SUBSCRIBER_SECRET = "integration-subscriber-secret-0123"
 
 @pytest.fixture(scope="module")
 def subscriber():
-    """A downstream system subscribed to run-published events (a local HTTP server that
-    checks each event's HMAC signature before accepting it)."""
-    import hashlib
-    import hmac
-    import os
+    """A downstream system subscribed to run-published events: the dispatcher tests' webhook
+    sink (a local HTTP server that refuses a bad signature with 401 and counts each
+    Idempotency-Key, here the event id), and its server."""
+    from tests.local_servers import WebhookSink, http_server
 
-    from tests.local_servers import http_server, json_reply
-
-    def receive(request):
-        stamp = request.headers["x-forewarn-timestamp"]
-        expected = "sha256=" + hmac.new(SUBSCRIBER_SECRET.encode(), stamp.encode() + b"."
-                                        + request.body, hashlib.sha256).hexdigest()
-        ok = hmac.compare_digest(expected, request.headers["x-forewarn-signature"])
-        return json_reply(202 if ok else 401, {})
-
-    os.environ["FOREWARN_TEST_SUBSCRIBER_SECRET"] = SUBSCRIBER_SECRET
-    try:
-        with http_server(receive) as server:
-            yield server
-    finally:
-        os.environ.pop("FOREWARN_TEST_SUBSCRIBER_SECRET", None)
+    sink = WebhookSink(SUBSCRIBER_SECRET.encode())
+    with pytest.MonkeyPatch.context() as env, http_server(sink) as server:
+        env.setenv("FOREWARN_TEST_SUBSCRIBER_SECRET", SUBSCRIBER_SECRET)
+        yield sink, server
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +53,7 @@ def slice_settings(tmp_path_factory, data_dir, subscriber):
             "restoration": {"num_boost_round": 40},
             "advisories": {"segments": {"residential": {"threshold": 0.3},
                                         "commercial": {"threshold": 0.25}}},
-            "api": {"subscribers": [{"url": f"{subscriber.url}/events", "name": "notifier",
+            "api": {"subscribers": [{"url": f"{subscriber[1].url}/events", "name": "notifier",
                                      "secret_env": "FOREWARN_TEST_SUBSCRIBER_SECRET"}]},
         },
     )
@@ -378,13 +366,11 @@ def test_no_phone_email_or_wechat_id_in_logs_outputs_or_stores(
 def test_each_published_run_is_announced_to_subscribers_signed(two_runs, subscriber):
     """Every published run sends one signed CloudEvent per subscriber, after run.json."""
     first, second = two_runs
-    events = [r.json() for r in subscriber.requests]
-    ids = [e["id"] for e in events]  # other tests' runs of this module announce theirs too
-    assert ids.count(f"{first['run_id']}.published") == 1
-    assert ids.count(f"{second['run_id']}.published") == 1
-    events = [e for e in events if e["id"] == f"{first['run_id']}.published"]
-    assert all(e["specversion"] == "1.0" and e["type"] == "org.forewarn.run.published"
-               for e in events)
-    assert events[0]["data"]["counts"]["risk_windows"] == first["windows"]
+    sink, _ = subscriber  # other tests' runs of this module announce theirs too
+    assert sink.received[f"{first['run_id']}.published"] == 1
+    assert sink.received[f"{second['run_id']}.published"] == 1
+    event = sink.bodies[f"{first['run_id']}.published"]
+    assert event["specversion"] == "1.0" and event["type"] == "org.forewarn.run.published"
+    assert event["data"]["counts"]["risk_windows"] == first["windows"]
     assert first["subscribers_notified"] == [{"subscriber": "notifier", "outcome": "sent",
-                                              "status": 202, "attempts": 1, "error": None}]
+                                              "status": 200, "attempts": 1, "error": None}]
