@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import date
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, cast
@@ -444,7 +445,7 @@ def announce(run_dir: Path, cfg: Settings) -> list[dict[str, Any]]:
     `forewarn notify-run` sends the same event (same id) again."""
     from serving.run_events import notify_subscribers
 
-    return [d.__dict__ for d in notify_subscribers(run_dir, cfg)]
+    return [asdict(d) for d in notify_subscribers(run_dir, cfg)]
 
 
 # ------------------------------------------------------------------------------- the flow
